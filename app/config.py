@@ -1,0 +1,261 @@
+"""Configuration: one Settings class read from `TLSRPT_*` environment variables.
+
+Nested groups use `__` (`TLSRPT_INGEST__MAX_BATCH_ITEMS`). An optional file named by
+`TLSRPT_ENV_FILE` (dotenv format) is read too; the environment wins. Settings are built
+once in the entry point (`load_settings`) and passed down; nothing is read at import time.
+Invalid values stop the start with one readable line per problem (`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from email.utils import parseaddr
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """Where the embedded database lives when `TLSRPT_DATA_DIR` is unset."""
+    if os.name == "posix" and os.geteuid() == 0:
+        return Path("/var/lib/tlsrpt")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tlsrpt"
+
+
+def _split_csv(value: Any) -> Any:
+    """Lists come from the environment as comma-separated text."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class DatabaseSettings(BaseModel):
+    pool_min_size: int = Field(default=2, ge=1)
+    pool_max_size: int = Field(default=10, ge=1)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class IngestSettings(BaseModel):
+    # 32 MiB fits a batch of the maximum length with long failure details.
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_batch_items: int = Field(default=10_000, ge=1)
+    # Clocks of MTAs drift; a result from further in the future than this is refused.
+    max_future_seconds: int = Field(default=300, ge=0)
+
+
+class RetentionSettings(BaseModel):
+    # Aggregated results older than this are deleted; ingest refuses older timestamps.
+    results_days: int = Field(default=30, ge=2)
+    # Built reports (their JSON and deliveries) are kept this long for audit.
+    reports_days: int = Field(default=30, ge=1)
+
+
+class DnsSettings(BaseModel):
+    # Empty: the system resolver (/etc/resolv.conf). Entries are `IP` or `IP:PORT`
+    # (`[v6]:PORT` for IPv6 with a port).
+    nameservers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    max_concurrency: int = Field(default=64, ge=1)
+    cache_seconds: int = Field(default=300, ge=0)
+
+    _split = field_validator("nameservers", mode="before")(_split_csv)
+
+    @field_validator("nameservers")
+    @classmethod
+    def _check_nameservers(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host = entry
+            if entry.startswith("["):
+                host, _, port = entry[1:].partition("]")
+                port = port.removeprefix(":")
+            elif entry.count(":") == 1:
+                host, _, port = entry.partition(":")
+            else:
+                port = ""
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or IP:PORT") from None
+            if port and not (port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"{entry!r} has an invalid port")
+        return value
+
+
+class ReportSettings(BaseModel):
+    organization_name: str = "TLSRPT reporter"
+    # An email address or a URI, RFC 8460 §4.4 `contact-info`; its domain is the submitter.
+    contact_info: str = "tlsrpt-noreply@localhost"
+    send_success_only_days: bool = True
+
+    @field_validator("contact_info")
+    @classmethod
+    def _check_contact(cls, value: str) -> str:
+        value = value.strip()
+        if "@" in value and ":" not in value.split("@", 1)[0]:
+            _, addr = parseaddr(value)
+            local, _, domain = addr.rpartition("@")
+            if not local or not domain or "." not in domain and domain != "localhost":
+                raise ValueError(f"{value!r} is not an email address")
+            return addr
+        parts = urlsplit(value)
+        if not parts.scheme or not (parts.netloc or parts.path):
+            raise ValueError(f"{value!r} is neither an email address nor a URI")
+        return value
+
+
+class SmtpSecurity(StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+class SmtpSettings(BaseModel):
+    host: str = "localhost"
+    port: int = Field(default=25, gt=0, lt=65536)
+    security: SmtpSecurity = SmtpSecurity.STARTTLS
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    # Extra CA bundle to trust for the relay's certificate.
+    ca_file: Path | None = None
+
+
+class MailSettings(BaseModel):
+    # The From address of outgoing reports; default: derived from contact-info.
+    from_: str | None = Field(default=None, alias="from")
+
+    model_config = {"populate_by_name": True}
+
+
+class DkimSettings(BaseModel):
+    selector: str | None = None
+    private_key_file: Path | None = None
+
+
+class HttpsSettings(BaseModel):
+    # CIDRs exempt from the SSRF guard (for example a partner on a private network).
+    allowed_networks: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = (
+        Field(default_factory=list)
+    )
+    ca_file: Path | None = None
+    verify_certificates: bool = True
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    _split = field_validator("allowed_networks", mode="before")(_split_csv)
+
+
+class DeliverySettings(BaseModel):
+    retry_initial_seconds: float = Field(default=300.0, gt=0)
+    retry_factor: float = Field(default=2.0, ge=1.0)
+    retry_max_hours: float = Field(default=24.0, gt=0)
+    lease_seconds: int = Field(default=300, ge=5)
+    concurrency: int = Field(default=32, ge=1)
+
+
+class SchedulerSettings(BaseModel):
+    # Time after midnight UTC before a day is closed: lets late MTAs flush their counts.
+    grace_seconds: int = Field(default=900, ge=0)
+    # Deliveries of a day are spread over this window after closing (RFC 8460 §4.1).
+    send_window_seconds: int = Field(default=4 * 3600, ge=0)
+    poll_seconds: float = Field(default=30.0, gt=0)
+
+
+class InboundSettings(BaseModel):
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Cap on inflated report size, counted while inflating (gzip bombs).
+    max_inflated_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_policies: int = Field(default=10_000, ge=1)
+    max_failure_details: int = Field(default=100_000, ge=1)
+    # Recipient addresses accepted by the LMTP listener; empty accepts any.
+    lmtp_recipients: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    _split = field_validator("lmtp_recipients", mode="before")(_split_csv)
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. Environment: `TLSRPT_<FIELD>`, `TLSRPT_<GROUP>__<FIELD>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TLSRPT_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # Unset: an embedded PostgreSQL under data_dir (pgserver).
+    database_url: SecretStr | None = None
+    data_dir: Path = Field(default_factory=default_data_dir)
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.JSON
+    # False keeps collecting and building reports but sends nothing.
+    send_reports: bool = True
+
+    database: DatabaseSettings = DatabaseSettings()
+    ingest: IngestSettings = IngestSettings()
+    retention: RetentionSettings = RetentionSettings()
+    dns: DnsSettings = DnsSettings()
+    report: ReportSettings = ReportSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    mail: MailSettings = MailSettings()
+    dkim: DkimSettings = DkimSettings()
+    https: HttpsSettings = HttpsSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    inbound: InboundSettings = InboundSettings()
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @model_validator(mode="after")
+    def _check_pool(self) -> Settings:
+        if self.database.pool_min_size > self.database.pool_max_size:
+            raise ValueError("database.pool_min_size is larger than database.pool_max_size")
+        return self
+
+
+class SettingsError(Exception):
+    """Invalid configuration; `lines` has one readable line per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return "TLSRPT_" + "__".join(str(part).upper() for part in loc if not isinstance(part, int))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (and `TLSRPT_ENV_FILE`); raise SettingsError."""
+    env_file = os.environ.get("TLSRPT_ENV_FILE")
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            name = _env_name(err["loc"]) if err["loc"] else "configuration"
+            lines.append(f"{name}: {err['msg']}")
+        raise SettingsError(lines) from None

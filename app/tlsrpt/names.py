@@ -1,0 +1,57 @@
+"""Normalisation of names and addresses at the edge (SPEC §3, RFC 8460 §4.4, §5.1).
+
+Domains become lower-case IDNA A-labels without a trailing dot (RFC 8460 §4.4 asks for
+A-labels in `policy-domain`; §5.1 for the file name). IP addresses become their canonical
+text form. Each function raises ValueError with a short reason for the caller to report.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+
+_LDH_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
+_ASCII_FAST = re.compile(r"[a-z0-9._-]+\Z")
+
+
+@functools.lru_cache(maxsize=65536)
+def normalise_domain(value: str) -> str:
+    """Return the lower-case A-label form of a domain name, or raise ValueError."""
+    name = value.strip()
+    if name.endswith("."):
+        name = name[:-1]
+    if not name:
+        raise ValueError("empty domain name")
+    lowered = name.lower()
+    if not _ASCII_FAST.match(lowered):
+        try:
+            # UTS 46 mapping, as browsers and MTAs do (`☺.example` -> `xn--74h.example`).
+            lowered = ".".join(_to_alabel(label) for label in lowered.split("."))
+        except UnicodeError as exc:
+            raise ValueError(f"not a valid domain name: {exc}") from None
+    if len(lowered) > 253:
+        raise ValueError("domain name longer than 253 characters")
+    for label in lowered.split("."):
+        if not _LDH_LABEL.match(label):
+            raise ValueError(f"invalid label {label!r} in domain name")
+    return lowered
+
+
+def _to_alabel(label: str) -> str:
+    if label.isascii():
+        return label
+    # The stdlib codec implements IDNA 2003 (nameprep), which maps the symbols and
+    # compatibility characters that real recipient addresses contain.
+    return label.encode("idna").decode("ascii")
+
+
+def normalise_ip(value: str) -> str:
+    """Return the canonical text of an IPv4 or IPv6 address, or raise ValueError."""
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
