@@ -1,0 +1,191 @@
+"""The Unix datagram socket libtlsrpt writes to, and the thread that empties it.
+
+libtlsrpt sends without blocking: when the socket's queue is full the MTA drops the
+result. On Linux that queue holds `net.unix.max_dgram_qlen` datagrams (often only 10 to
+512), whatever SO_RCVBUF says, so the only defence is to read all the time. A dedicated
+thread does nothing but `recv` and append the bytes, tagged with the UTC day of receipt,
+to a list that the collector takes every few milliseconds; parsing and sending happen
+elsewhere. Stopping unlinks the path and shuts the socket down for reading, so senders
+get an error at once, then reads what is still queued: nothing that reached the socket is
+left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import logging
+import os
+import pwd
+import select
+import socket
+import stat
+import threading
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# libtlsrpt writes datagrams of at most 65,000 bytes.
+MAX_DATAGRAM = 65536
+DEFAULT_RECEIVE_BUFFER = 8 * 1024 * 1024
+
+
+class SocketInUseError(Exception):
+    """Another process is receiving on the socket path."""
+
+
+class NotASocketError(Exception):
+    """The socket path exists and is not a socket; it is never replaced."""
+
+
+def bind_socket(
+    path: Path,
+    *,
+    owner: str | None = None,
+    group: str | None = None,
+    mode: int = 0o660,
+    receive_buffer: int = DEFAULT_RECEIVE_BUFFER,
+) -> socket.socket:
+    """Bind a non-blocking datagram socket at `path`, replacing a stale socket file."""
+    _remove_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, mode)
+        if owner is not None or group is not None:
+            os.chown(path, _uid(owner), _gid(group))
+        _grow_receive_buffer(sock, receive_buffer)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _remove_stale(path: Path) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise NotASocketError(f"{path} exists and is not a socket; not replacing it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        # Nobody bound to it: left behind by a process that did not stop cleanly.
+        path.unlink()
+        log.info("collector_stale_socket_removed", extra={"fields": {"path": str(path)}})
+        return
+    finally:
+        probe.close()
+    raise SocketInUseError(f"{path} is in use by another receiver")
+
+
+def _uid(owner: str | None) -> int:
+    if owner is None:
+        return -1
+    return int(owner) if owner.isdigit() else pwd.getpwnam(owner).pw_uid
+
+
+def _gid(group: str | None) -> int:
+    if group is None:
+        return -1
+    return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+
+
+def _grow_receive_buffer(sock: socket.socket, size: int) -> None:
+    # SO_RCVBUFFORCE passes net.core.rmem_max when we have CAP_NET_ADMIN; else the kernel
+    # caps SO_RCVBUF at rmem_max.
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            return
+        except PermissionError:
+            pass
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+Chunk = tuple[date, list[bytes]]
+
+
+class DatagramReader:
+    """Reads a bound socket in its own thread into per-day chunks of raw datagrams."""
+
+    def __init__(
+        self, sock: socket.socket, path: Path | None, clock: Callable[[], datetime]
+    ) -> None:
+        self._sock = sock
+        self._path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._chunks: list[Chunk] = []
+        self._current: list[bytes] | None = None
+        self._day_end = datetime.min.replace(tzinfo=UTC)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="libtlsrpt-reader", daemon=True)
+        self.received = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def take(self) -> list[Chunk]:
+        """Every datagram read since the last call, grouped by UTC day of receipt."""
+        with self._lock:
+            chunks, self._chunks, self._current = self._chunks, [], None
+        return chunks
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Refuse new datagrams, read those already queued, and close the socket."""
+        if self._path is not None:
+            try:
+                self._path.unlink()
+            except FileNotFoundError:
+                pass
+        try:
+            # Senders now get EPIPE; what is queued stays readable.
+            self._sock.shutdown(socket.SHUT_RD)
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:
+                raise
+        self._stopping = True
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._sock.close()
+
+    def _run(self) -> None:
+        recv = self._sock.recv
+        clock = self._clock
+        lock = self._lock
+        poller = select.poll()
+        poller.register(self._sock.fileno(), select.POLLIN)
+        while True:
+            try:
+                data = recv(MAX_DATAGRAM)
+            except BlockingIOError:
+                if self._stopping:
+                    return
+                poller.poll(100)
+                continue
+            except OSError as exc:
+                log.error("collector_socket_error", extra={"fields": {"error": str(exc)}})
+                return
+            if not data and self._stopping:
+                return
+            now = clock()
+            with lock:
+                current = self._current
+                if current is None or now >= self._day_end:
+                    day = now.date()
+                    self._day_end = datetime.combine(day + timedelta(days=1), time(), UTC)
+                    current = self._current = []
+                    self._chunks.append((day, current))
+                current.append(data)
+                self.received += 1

@@ -1,0 +1,286 @@
+"""The collector: socket to sink without loss.
+
+A reader thread (`listener`) empties the socket. Every `poll_seconds` the event loop takes
+what it read, counts identical datagrams once (libtlsrpt repeats the same bytes for every
+delivery to the same domain with the same outcome), parses each distinct datagram once
+(cached) and adds it to the day's `Tally`. Every `flush_seconds`, or sooner when
+`flush_results` results are waiting, the tally is sealed into one batch per UTC day and
+delivered. When the sink is unreachable the batch goes to the on-disk spool instead, and
+while the spool holds anything every new batch queues behind it, so batches reach the
+sink in the order they were sealed. `stop` (SIGTERM) reads what is still queued in the
+socket, then delivers or spools everything in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+
+from app.collector.batch import Batch, Tally, format_batch, parse_batch
+from app.collector.listener import DEFAULT_RECEIVE_BUFFER, DatagramReader, bind_socket
+from app.collector.metrics import CollectorStats
+from app.collector.sinks import BatchRefusedError, Sink, SinkUnavailableError
+from app.collector.spool import Spool, SpoolFullError
+from app.tlsrpt.libtlsrpt import Datagram, DatagramError, parse_datagram
+
+log = logging.getLogger(__name__)
+
+# Distinct datagrams remembered with their parse result; real traffic repeats a few
+# thousand shapes, so this is a hit for nearly every datagram.
+PARSE_CACHE_SIZE = 50_000
+
+
+@dataclass(frozen=True)
+class CollectorOptions:
+    socket_path: Path
+    spool_dir: Path
+    owner: str | None = None
+    group: str | None = None
+    mode: int = 0o660
+    receive_buffer: int = DEFAULT_RECEIVE_BUFFER
+    spool_max_bytes: int = 1024 * 1024 * 1024
+    flush_seconds: float = 1.0
+    flush_results: int = 100_000
+    poll_seconds: float = 0.05
+    retry_initial_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
+    # A delivery taking longer counts as failed; with batch ids a late commit is harmless.
+    delivery_timeout_seconds: float = 60.0
+    # On stop, spooled batches are still sent for this long when the sink is up.
+    stop_drain_seconds: float = 5.0
+
+
+class Collector:
+    """Runs the pipeline; `start` binds and starts it, `stop` flushes and closes."""
+
+    def __init__(
+        self,
+        options: CollectorOptions,
+        sink: Sink,
+        clock: Callable[[], datetime],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options
+        self._sink = sink
+        self._clock = clock
+        self._monotonic = monotonic
+        self._tally = Tally()
+        self._cache: dict[bytes, Datagram | DatagramError] = {}
+        self._stats = CollectorStats()
+        self._logged_kinds: set[str] = set()
+        self._reader: DatagramReader | None = None
+        self._spool: Spool | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._retry_at = 0.0
+        self._retry_delay = options.retry_initial_seconds
+        self._unavailable = False
+
+    def stats(self) -> CollectorStats:
+        if self._reader is not None:
+            self._stats.datagrams_received = self._reader.received
+        if self._spool is not None:
+            self._stats.spool_bytes = self._spool.size_bytes
+            self._stats.spool_batches = self._spool.pending
+        return self._stats
+
+    async def start(self) -> None:
+        o = self.options
+        self._spool = Spool(o.spool_dir, o.spool_max_bytes)
+        sock = bind_socket(
+            o.socket_path,
+            owner=o.owner,
+            group=o.group,
+            mode=o.mode,
+            receive_buffer=o.receive_buffer,
+        )
+        self._reader = DatagramReader(sock, o.socket_path, self._clock)
+        self._reader.start()
+        self._task = asyncio.create_task(self._run(), name="libtlsrpt-collector")
+        log.info(
+            "collector_started",
+            extra={
+                "fields": {
+                    "socket": str(o.socket_path),
+                    "spool_dir": str(o.spool_dir),
+                    "spooled_batches": self._spool.pending,
+                }
+            },
+        )
+
+    async def stop(self) -> None:
+        """Stop reading, then deliver or spool everything read (SIGTERM)."""
+        if self._reader is not None:
+            await asyncio.to_thread(self._reader.stop)
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        if self._spool is not None:
+            self._spool.close()
+        s = self.stats()
+        log.info(
+            "collector_stopped",
+            extra={
+                "fields": {
+                    "datagrams_received": s.datagrams_received,
+                    "results_forwarded": s.results_forwarded,
+                    "spooled_batches": s.spool_batches,
+                }
+            },
+        )
+
+    async def _run(self) -> None:
+        o = self.options
+        next_flush = self._monotonic() + o.flush_seconds
+        while True:
+            stopping = self._stop.is_set()
+            self._absorb()
+            now = self._monotonic()
+            if stopping or now >= next_flush or self._tally.results >= o.flush_results:
+                await self._flush(final=stopping)
+                next_flush = self._monotonic() + o.flush_seconds
+            if stopping:
+                return
+            try:
+                await asyncio.wait_for(self._stop.wait(), o.poll_seconds)
+            except TimeoutError:
+                pass
+
+    def _absorb(self) -> None:
+        """Count what the reader has read into the tally."""
+        assert self._reader is not None
+        cache = self._cache
+        for day, chunk in self._reader.take():
+            for data, times in Counter(chunk).items():
+                parsed = cache.get(data)
+                if parsed is None:
+                    try:
+                        parsed = parse_datagram(data)
+                    except DatagramError as exc:
+                        parsed = exc
+                    if len(cache) >= PARSE_CACHE_SIZE:
+                        cache.clear()
+                    cache[data] = parsed
+                if isinstance(parsed, DatagramError):
+                    self._count_invalid(parsed, data, times)
+                else:
+                    self._tally.add(day, parsed, times)
+
+    def _count_invalid(self, error: DatagramError, data: bytes, times: int) -> None:
+        self._stats.invalid[error.kind] += times
+        if error.kind not in self._logged_kinds:
+            # Once per kind, with a sample; the counter tells how many followed.
+            self._logged_kinds.add(error.kind)
+            log.warning(
+                "collector_invalid_datagram",
+                extra={
+                    "fields": {
+                        "kind": error.kind,
+                        "reason": str(error),
+                        "sample": data[:300].decode("utf-8", "replace"),
+                    }
+                },
+            )
+
+    async def _flush(self, final: bool = False) -> None:
+        assert self._spool is not None
+        batches = self._tally.seal()
+        if self._spool.pending or self._monotonic() < self._retry_at:
+            for batch in batches:
+                self._spool_batch(batch)
+            if self._monotonic() >= self._retry_at:
+                limit = self.options.stop_drain_seconds if final else None
+                await self._drain(None if limit is None else self._monotonic() + limit)
+            return
+        for i, batch in enumerate(batches):
+            if not await self._deliver(batch):
+                for rest in batches[i:]:
+                    self._spool_batch(rest)
+                return
+
+    async def _drain(self, deadline: float | None = None) -> None:
+        """Deliver spooled batches oldest first until empty, a failure, or `deadline`."""
+        assert self._spool is not None
+        while (record := self._spool.peek()) is not None:
+            if deadline is not None and self._monotonic() >= deadline:
+                return
+            if not await self._deliver(parse_batch(orjson.loads(record))):
+                return
+            self._spool.ack()
+            # Keep reading the socket's output while a long backlog drains.
+            self._absorb()
+        if not self._unavailable:
+            log.info("collector_spool_drained")
+
+    async def _deliver(self, batch: Batch) -> bool:
+        """True when the batch is done with (recorded, or refused for good)."""
+        results = batch.results
+        try:
+            async with asyncio.timeout(self.options.delivery_timeout_seconds):
+                await self._sink.deliver(batch)
+        except BatchRefusedError as exc:
+            self._stats.batches_refused += 1
+            self._stats.results_refused += results
+            log.error(
+                "collector_batch_refused",
+                extra={
+                    "fields": {
+                        "batch_id": batch.batch_id,
+                        "day": batch.day.isoformat(),
+                        "results": results,
+                        "reason": str(exc),
+                    }
+                },
+            )
+            return True
+        except Exception as exc:
+            # SinkUnavailableError, a timeout, or a failure nobody foresaw: the batch is
+            # kept (spooled) and tried again; losing it would be worse than retrying.
+            if not isinstance(exc, SinkUnavailableError | TimeoutError):
+                log.exception("collector_delivery_error")
+            self._stats.batches_failed += 1
+            self._retry_at = self._monotonic() + self._retry_delay
+            if not self._unavailable:
+                log.warning(
+                    "collector_sink_unavailable",
+                    extra={"fields": {"reason": str(exc) or "timeout"}},
+                )
+            self._unavailable = True
+            self._retry_delay = min(self._retry_delay * 2, self.options.retry_max_seconds)
+            return False
+        self._stats.batches_forwarded += 1
+        self._stats.results_forwarded += results
+        if self._unavailable:
+            log.info("collector_sink_recovered")
+        self._unavailable = False
+        self._retry_delay = self.options.retry_initial_seconds
+        return True
+
+    def _spool_batch(self, batch: Batch) -> None:
+        assert self._spool is not None
+        try:
+            self._spool.append(orjson.dumps(format_batch(batch)))
+        except (SpoolFullError, OSError) as exc:
+            # Logged loudly and counted: these results are lost.
+            self._stats.results_dropped_spool_full += batch.results
+            log.error(
+                "collector_spool_full",
+                extra={
+                    "fields": {
+                        "day": batch.day.isoformat(),
+                        "results_lost": batch.results,
+                        "reason": str(exc),
+                    }
+                },
+            )
+            return
+        self._stats.batches_spooled += 1
+        self._stats.results_spooled += batch.results

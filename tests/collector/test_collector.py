@@ -1,0 +1,233 @@
+"""The collector pipeline over a real Unix datagram socket, with an in-memory sink."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import stat
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from app.collector.listener import NotASocketError, SocketInUseError, bind_socket
+from app.collector.service import Collector, CollectorOptions
+from tests.collector.datagrams import Expected, encode, random_datagram
+from tests.collector.memory import MemorySink, clean, counted, send_all
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def options(tmp_path: Path, **overrides: object) -> CollectorOptions:
+    values: dict[str, object] = {
+        "socket_path": tmp_path / "tlsrpt.sock",
+        "spool_dir": tmp_path / "spool",
+        "flush_seconds": 0.05,
+        "poll_seconds": 0.01,
+        "retry_initial_seconds": 0.01,
+        "retry_max_seconds": 0.05,
+    }
+    values.update(overrides)
+    return CollectorOptions(**values)  # type: ignore[arg-type]
+
+
+def generated(n: int, seed: int = 1) -> tuple[list[bytes], Expected]:
+    rng = random.Random(seed)
+    expected = Expected()
+    datagrams = []
+    for _ in range(n):
+        spec = random_datagram(rng)
+        expected.add(spec)
+        datagrams.append(encode(spec))
+    return datagrams, clean(expected)
+
+
+async def test_datagrams_sent_over_the_socket_are_counted_exactly(tmp_path: Path) -> None:
+    sink = MemorySink()
+    collector = Collector(options(tmp_path), sink, clock=lambda: NOW)
+    await collector.start()
+    datagrams, expected = generated(3000)
+    await asyncio.to_thread(send_all, tmp_path / "tlsrpt.sock", datagrams)
+    await collector.stop()
+
+    assert counted(sink.batches) == expected
+    assert {b.day for b in sink.batches} == {date(2025, 6, 1)}
+    stats = collector.stats()
+    assert stats.datagrams_received == 3000
+    assert stats.results_forwarded == sum(expected.sessions.values())
+    assert stats.batches_spooled == 0
+    assert not (tmp_path / "tlsrpt.sock").exists()
+
+
+async def test_invalid_datagrams_are_counted_by_kind_and_skipped(tmp_path: Path) -> None:
+    sink = MemorySink()
+    collector = Collector(options(tmp_path), sink, clock=lambda: NOW)
+    await collector.start()
+    datagrams, expected = generated(500, seed=2)
+    bad = {
+        "bad_json": b'{"d": "a.example", "policies": [',
+        "unknown_code": b'{"d":"a.example","policies":[{"policy-type":2,'
+        b'"failure-details":[{"c":999}],"t":1,"f":1}]}',
+        "invalid_ip": b'{"d":"a.example","policies":[{"policy-type":2,'
+        b'"failure-details":[{"c":201,"s":"300.1.1.1"}],"t":1,"f":1}]}',
+        "unknown_policy_type": b'{"d":"a.example","policies":[{"policy-type":7,"f":0}]}',
+    }
+    mixed = list(datagrams)
+    for i, data in enumerate(bad.values()):
+        for j in range(3):
+            mixed.insert(i * 100 + j * 7, data)
+    await asyncio.to_thread(send_all, tmp_path / "tlsrpt.sock", mixed)
+    await collector.stop()
+
+    assert counted(sink.batches) == expected
+    assert dict(collector.stats().invalid) == {kind: 3 for kind in bad}
+    assert collector.stats().datagrams_received == 512
+
+
+async def test_results_are_counted_on_the_utc_day_they_were_received(tmp_path: Path) -> None:
+    now = [datetime(2025, 6, 1, 23, 59, 59, 999000, tzinfo=UTC)]
+    sink = MemorySink()
+    collector = Collector(options(tmp_path), sink, clock=lambda: now[0])
+    await collector.start()
+    before, expected_before = generated(200, seed=3)
+    after, expected_after = generated(300, seed=4)
+    path = tmp_path / "tlsrpt.sock"
+    await asyncio.to_thread(send_all, path, before)
+    await asyncio.sleep(0.2)
+    now[0] += timedelta(milliseconds=2)
+    await asyncio.to_thread(send_all, path, after)
+    await collector.stop()
+
+    by_day = {
+        day: counted([b for b in sink.batches if b.day == day])
+        for day in {b.day for b in sink.batches}
+    }
+    assert by_day == {date(2025, 6, 1): expected_before, date(2025, 6, 2): expected_after}
+
+
+async def test_sink_down_spools_then_delivers_everything_in_order(tmp_path: Path) -> None:
+    sink = MemorySink()
+    sink.down = True
+    collector = Collector(options(tmp_path), sink, clock=lambda: NOW)
+    await collector.start()
+    path = tmp_path / "tlsrpt.sock"
+    expected = Expected()
+    for round_ in range(5):
+        datagrams, part = generated(100, seed=10 + round_)
+        expected.sessions += part.sessions
+        expected.failures += part.failures
+        expected.details += part.details
+        await asyncio.to_thread(send_all, path, datagrams)
+        await asyncio.sleep(0.08)
+    stats = collector.stats()
+    assert stats.batches_spooled >= 2
+    assert stats.spool_batches == stats.batches_spooled
+    assert stats.batches_failed >= 1
+    assert sink.batches == []
+    spooled_ids = _spooled_ids(tmp_path / "spool")
+
+    sink.down = False
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if collector.stats().spool_batches == 0:
+            break
+    await collector.stop()
+
+    assert counted(sink.batches) == clean(expected)
+    ids = [b.batch_id for b in sink.batches]
+    assert len(ids) == len(set(ids))
+    assert ids[: len(spooled_ids)] == spooled_ids
+    assert collector.stats().spool_bytes == 0
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+def _spooled_ids(directory: Path) -> list[str]:
+    """Batch ids in the spool files, read without touching them."""
+    ids = []
+    for path in sorted(directory.glob("*.spool")):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            length = int.from_bytes(data[pos : pos + 4], "big")
+            ids.append(orjson.loads(data[pos + 8 : pos + 8 + length])["batch-id"])
+            pos += 8 + length
+    return ids
+
+
+async def test_spool_left_by_a_previous_run_is_delivered_first(tmp_path: Path) -> None:
+    sink = MemorySink()
+    sink.down = True
+    first = Collector(options(tmp_path), sink, clock=lambda: NOW)
+    await first.start()
+    old, expected_old = generated(300, seed=20)
+    await asyncio.to_thread(send_all, tmp_path / "tlsrpt.sock", old)
+    await first.stop()
+    assert first.stats().spool_batches >= 1
+
+    sink.down = False
+    second = Collector(options(tmp_path), sink, clock=lambda: NOW)
+    await second.start()
+    new, expected_new = generated(200, seed=21)
+    await asyncio.to_thread(send_all, tmp_path / "tlsrpt.sock", new)
+    await second.stop()
+
+    total = Expected(
+        sessions=expected_old.sessions + expected_new.sessions,
+        failures=expected_old.failures + expected_new.failures,
+        details=expected_old.details + expected_new.details,
+    )
+    assert counted(sink.batches) == clean(total)
+    assert counted(sink.batches[:1]).sessions.total() <= expected_old.sessions.total()
+    assert second.stats().spool_batches == 0
+
+
+async def test_full_spool_is_counted_and_the_rest_kept(tmp_path: Path) -> None:
+    sink = MemorySink()
+    sink.down = True
+    collector = Collector(options(tmp_path, spool_max_bytes=4096), sink, clock=lambda: NOW)
+    await collector.start()
+    datagrams, expected = generated(2000, seed=30)
+    await asyncio.to_thread(send_all, tmp_path / "tlsrpt.sock", datagrams)
+    await collector.stop()
+    stats = collector.stats()
+    assert stats.results_dropped_spool_full > 0
+    assert stats.results_spooled + stats.results_dropped_spool_full == sum(
+        expected.sessions.values()
+    )
+    assert stats.spool_bytes <= 4096
+
+
+def test_a_stale_socket_file_is_replaced_and_permissions_applied(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    old = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    old.bind(str(path))
+    old.close()  # the file stays, nobody listens: stale
+    sock = bind_socket(path, group=str(os.getgid()), mode=0o620)
+    try:
+        st = os.stat(path)
+        assert stat.S_ISSOCK(st.st_mode)
+        assert stat.S_IMODE(st.st_mode) == 0o620
+        assert st.st_gid == os.getgid()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"x", str(path))
+        assert sock.recv(10) == b"x"
+    finally:
+        sock.close()
+
+
+def test_a_socket_in_use_or_a_regular_file_is_never_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    live = bind_socket(path)
+    try:
+        with pytest.raises(SocketInUseError):
+            bind_socket(path)
+    finally:
+        live.close()
+    other = tmp_path / "file"
+    other.write_text("keep me")
+    with pytest.raises(NotASocketError):
+        bind_socket(other)
+    assert other.read_text() == "keep me"
