@@ -6,6 +6,7 @@ containers starting at once).
 
 from __future__ import annotations
 
+import psycopg
 from alembic import context
 from sqlalchemy import create_engine, text
 
@@ -21,7 +22,8 @@ def run_migrations_online() -> None:
     url = context.config.attributes.get("database_url") or context.config.get_main_option(
         "sqlalchemy.url"
     )
-    engine = create_engine(_sqlalchemy_url(url))
+    # psycopg connects with the libpq string as given (URL or key=value conninfo).
+    engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(url))
     with engine.connect() as connection:
         context.configure(
             connection=connection, target_metadata=None, transaction_per_migration=False
