@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic.json_schema import models_json_schema
 
 from app import metrics
-from app.api import days, health, ingest
+from app.api import days, health, ingest, tallies
 from app.api.errors import install_error_handlers
 from app.config import Settings
 from app.logs import request_id
@@ -111,13 +111,14 @@ def create_app(
 
     app.include_router(health.router)
     app.include_router(ingest.router)
+    app.include_router(tallies.router)
     app.include_router(days.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def _metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    documented = list(ingest.DOCUMENTED_MODELS)
+    documented = list(ingest.DOCUMENTED_MODELS) + list(tallies.DOCUMENTED_MODELS)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from app.collector.batch import Batch, Tally, format_batch, parse_batch
+from app.collector.batch import Batch, DayTallies, format_batch, parse_batch
 from app.collector.listener import DEFAULT_RECEIVE_BUFFER, DatagramReader, bind_socket
 from app.collector.metrics import CollectorStats
 from app.collector.sinks import BatchRefusedError, Sink, SinkUnavailableError
@@ -72,7 +72,7 @@ class Collector:
         self._sink = sink
         self._clock = clock
         self._monotonic = monotonic
-        self._tally = Tally()
+        self._tally = DayTallies()
         self._cache: dict[bytes, Datagram | DatagramError] = {}
         self._stats = CollectorStats()
         self._logged_kinds: set[str] = set()

@@ -8,13 +8,19 @@ would block the spool forever, so the collector logs it loudly, counts it and mo
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Protocol
 
 import httpx
 import orjson
+import psycopg
 
 from app.collector.batch import Batch, format_batch
+from app.db.pool import Pool
+from app.ingest.service import ClosedDayError, record_tally
+
+log = logging.getLogger(__name__)
 
 
 class SinkUnavailableError(Exception):
@@ -30,6 +36,27 @@ class Sink(Protocol):
         """Record the whole batch once, or raise one of the two errors above."""
 
     async def aclose(self) -> None: ...
+
+
+class DatabaseSink:
+    """Records batches in the local database through the ingest service."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def deliver(self, batch: Batch) -> None:
+        try:
+            recorded = await record_tally(self._pool, batch.tally, batch_id=batch.batch_id)
+        except ClosedDayError as exc:
+            raise BatchRefusedError(f"day closed: {exc}") from None
+        except (psycopg.OperationalError, OSError) as exc:
+            # Includes PoolTimeout: no connection to be had right now.
+            raise SinkUnavailableError(f"{type(exc).__name__}: {exc}") from None
+        if not recorded:
+            log.info("collector_batch_repeated", extra={"fields": {"batch_id": batch.batch_id}})
+
+    async def aclose(self) -> None:
+        """The pool belongs to the caller."""
 
 
 class ApiSink:

@@ -11,8 +11,12 @@ from app.config import DatabaseSettings
 Pool = AsyncConnectionPool[AsyncConnection[tuple[object, ...]]]
 
 
-async def open_pool(url: str, settings: DatabaseSettings) -> Pool:
-    """Open a pool and wait until its first connections are up."""
+async def open_pool(url: str, settings: DatabaseSettings, *, wait: bool = True) -> Pool:
+    """Open a pool and wait until its first connections are up.
+
+    With `wait=False` it connects in the background and `connection()` raises PoolTimeout
+    while the server is unreachable (the collector starts and spools meanwhile).
+    """
     pool: Pool = AsyncConnectionPool(
         url,
         min_size=settings.pool_min_size,
@@ -24,5 +28,5 @@ async def open_pool(url: str, settings: DatabaseSettings) -> Pool:
         open=False,
         name="tlsrpt",
     )
-    await pool.open(wait=True, timeout=settings.connect_timeout_seconds)
+    await pool.open(wait=wait, timeout=settings.connect_timeout_seconds)
     return pool

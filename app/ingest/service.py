@@ -48,17 +48,25 @@ def check_timestamp(ts: datetime, now: datetime, settings: Settings) -> str | No
     return None
 
 
-async def record_tally(pool: Pool, tally: Tally) -> None:
-    """Add the tally's counters in one transaction; raise ClosedDayError, storing nothing."""
+async def record_tally(pool: Pool, tally: Tally, *, batch_id: str | None = None) -> bool:
+    """Add the tally's counters in one transaction; raise ClosedDayError, storing nothing.
+
+    With a `batch_id`, a batch already recorded under that id adds nothing (the sender
+    retried after a lost acknowledgement) and False is returned, even if its day has
+    closed since.
+    """
     if not len(tally):
-        return
+        return True
     days = sorted(tally.days())
     async with pool.connection() as conn, conn.transaction():
         await store.lock_days_shared(conn, days)
+        if batch_id is not None and not await store.insert_batch(conn, batch_id, days[-1]):
+            return False
         closed = await store.list_closed_days(conn, days)
         if closed:
             raise ClosedDayError(closed)
         await store.upsert_counts(conn, tally)
+    return True
 
 
 async def close_day(conn: Conn, day: date) -> bool:

@@ -73,6 +73,21 @@ async def upsert_day_closed(conn: Conn, day: date) -> bool:
     return await cur.fetchone() is not None
 
 
+async def insert_batch(conn: Conn, batch_id: str, day: date) -> bool:
+    """Record a batch id; False when it was recorded before (the batch is a repeat).
+
+    A concurrent transaction inserting the same id makes this wait for its outcome.
+    """
+    cur = await conn.execute(
+        """
+        INSERT INTO ingest_batches (batch_id, day) VALUES (%(batch_id)s, %(day)s)
+        ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id
+        """,
+        {"batch_id": batch_id, "day": day},
+    )
+    return await cur.fetchone() is not None
+
+
 async def upsert_counts(conn: Conn, tally: Tally) -> None:
     """Add a tally's counters to the database (three multi-row upserts)."""
     entries = sorted(tally, key=lambda e: (e.day, e.policy.key))
@@ -243,4 +258,5 @@ async def delete_counts_before(conn: Conn, day: date) -> int:
     await conn.execute("DELETE FROM recipient_counts WHERE day < %(day)s", params)
     cur = await conn.execute("DELETE FROM policy_counts WHERE day < %(day)s", params)
     await conn.execute("DELETE FROM days WHERE day < %(day)s", params)
+    await conn.execute("DELETE FROM ingest_batches WHERE day < %(day)s", params)
     return cur.rowcount

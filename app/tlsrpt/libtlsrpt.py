@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from app.tlsrpt.model import FailureDetail, Policy, PolicyType, ResultType
-from app.tlsrpt.names import normalise_domain, normalise_ip
+from app.tlsrpt.names import normalise_domain, normalise_ip, normalise_mx_pattern
 
 # libtlsrpt's `tlsrpt_policy_type_t`.
 POLICY_TYPES: dict[int, PolicyType] = {
@@ -45,6 +45,12 @@ RESULT_CODES: dict[int, ResultType] = {
 # The one datagram protocol version this parser knows. Early libtlsrpt releases sent no
 # `dpv` at all, in the same format; those are read as version 1.
 SUPPORTED_VERSION = "1"
+
+# The limits of the ingest API (app/api/ingest_schemas.py), so that whatever this parser
+# accepts is accepted by every sink: longer free text is cut, longer policies refused.
+MAX_TEXT = 1024
+MAX_LIST = 256
+_CONTROL = {i: " " for i in (*range(0x20), 0x7F)}
 
 # Kinds of invalid datagrams, the label of the `invalid` counter.
 BAD_JSON = "bad_json"
@@ -123,7 +129,11 @@ def _policy_result(item: Any, recipient: str, where: str) -> PolicyResult:
     domain_text = _optional_string(item, "policy-domain", where)
     # LIBTLSRPT.md: a policy without policy-domain belongs to the recipient domain.
     domain = _domain(domain_text, f"{where}.policy-domain") if domain_text else recipient
-    strings = _string_list(item, "policy-string", where)
+    strings = [_text(s) for s in _string_list(item, "policy-string", where)]
+    if any(len(s) > MAX_TEXT for s in strings):
+        raise DatagramError(
+            INVALID_FIELD, f"{where}.policy-string: an entry is longer than {MAX_TEXT}"
+        )
     if policy_type is PolicyType.TLSA:
         # SPEC §3: TLSA records are a set; sorted, equal sets are one policy.
         strings = sorted(strings)
@@ -131,6 +141,11 @@ def _policy_result(item: Any, recipient: str, where: str) -> PolicyResult:
         _mx_pattern(p, f"{where}.mx-host[{i}]")
         for i, p in enumerate(_string_list(item, "mx-host", where))
     )
+    if policy_type is not PolicyType.STS:
+        # RFC 8460 §4.4: mx-host describes an MTA-STS policy. libtlsrpt lets any type
+        # carry patterns; the session still counts, the meaningless patterns are dropped
+        # so the policy is the same one the ingest API would record.
+        mx_hosts = ()
     details_raw = item.get("failure-details", [])
     if not isinstance(details_raw, list):
         raise DatagramError(INVALID_FIELD, f"{where}.failure-details: must be an array")
@@ -163,10 +178,10 @@ def _failure_detail(item: Any, where: str) -> FailureDetail:
         result_type=result_type,
         sending_mta_ip=_ip(_optional_string(item, "s", where), f"{where}.s"),
         receiving_mx_hostname=_domain(hostname, f"{where}.n") if hostname else None,
-        receiving_mx_helo=_optional_string(item, "h", where) or None,
+        receiving_mx_helo=_optional_text(item, "h", where),
         receiving_ip=_ip(_optional_string(item, "r", where), f"{where}.r"),
-        additional_information=_optional_string(item, "a", where) or None,
-        failure_reason_code=_optional_string(item, "f", where) or None,
+        additional_information=_optional_text(item, "a", where),
+        failure_reason_code=_optional_text(item, "f", where),
     )
 
 
@@ -184,6 +199,19 @@ def _optional_string(doc: dict[str, Any], key: str, where: str) -> str | None:
     raise DatagramError(INVALID_FIELD, f"{where}.{key}: must be a string")
 
 
+def _optional_text(doc: dict[str, Any], key: str, where: str) -> str | None:
+    value = _optional_string(doc, key, where)
+    text = _text(value or "")
+    # Blank reads as absent, as in the ingest API.
+    return text[:MAX_TEXT] if text.strip() else None
+
+
+def _text(value: str) -> str:
+    # Free text from the MTA: control characters (which the ingest API refuses) become
+    # spaces rather than costing the session its count.
+    return value.translate(_CONTROL)
+
+
 def _integer(doc: dict[str, Any], key: str, where: str) -> int:
     value = doc.get(key)
     # bool is an int in Python; JSON true is not a number.
@@ -196,6 +224,8 @@ def _string_list(doc: dict[str, Any], key: str, where: str) -> list[str]:
     value = doc.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise DatagramError(INVALID_FIELD, f"{where}.{key}: must be an array of strings")
+    if len(value) > MAX_LIST:
+        raise DatagramError(INVALID_FIELD, f"{where}.{key}: more than {MAX_LIST} entries")
     return value
 
 
@@ -207,10 +237,10 @@ def _domain(value: str, where: str) -> str:
 
 
 def _mx_pattern(value: str, where: str) -> str:
-    # RFC 8461 §3.2: an mx pattern is a name, or `*.` and a name (wildcard, one label).
-    if value.startswith("*."):
-        return "*." + _domain(value[2:], where)
-    return _domain(value, where)
+    try:
+        return normalise_mx_pattern(value)
+    except ValueError as exc:
+        raise DatagramError(INVALID_DOMAIN, f"{where}: {exc}") from None
 
 
 def _ip(value: str | None, where: str) -> str | None:

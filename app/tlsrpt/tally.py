@@ -72,6 +72,7 @@ class Tally:
         failures: int,
         details: Mapping[FailureDetail, int],
         report_delivery: bool = False,
+        recipient_domain: str | None = None,
     ) -> None:
         """Add pre-counted sessions whose details need not match the failures one to one.
 
@@ -86,6 +87,10 @@ class Tally:
             entry.trigger_count += successes + failures
         for detail, n in details.items():
             entry.details[detail] = entry.details.get(detail, 0) + n
+        if recipient_domain is not None:
+            pair = entry.recipients.setdefault(recipient_domain, [0, 0])
+            pair[0] += successes
+            pair[1] += failures
         self.sessions += successes + failures
 
     def merge(self, other: Tally) -> None:

@@ -54,11 +54,19 @@ class FailureSpec:
             RESULT_CODES[self.code],
             self.s_canonical,
             self.n.canonical if self.n else None,
-            self.h,
+            canonical_text(self.h),
             self.r_canonical,
-            self.a,
-            self.f,
+            canonical_text(self.a),
+            canonical_text(self.f),
         )
+
+
+def canonical_text(raw: str | None) -> str | None:
+    """Free text as counted: control characters read as spaces, blank as absent."""
+    if raw is None:
+        return None
+    text = "".join(" " if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in raw)
+    return text if text.strip() else None
 
 
 @dataclass
@@ -155,7 +163,9 @@ class Expected:
 def policy_key(spec: DatagramSpec, p: PolicySpec) -> PolicyKey:
     domain = p.domain.canonical if p.domain else spec.d.canonical
     strings = tuple(sorted(p.strings)) if p.policy_type == 1 else tuple(p.strings)
-    return (POLICY_TYPES[p.policy_type], domain, strings, tuple(m.canonical for m in p.mx))
+    # mx patterns belong to MTA-STS policies only; on other types they are dropped.
+    mx = tuple(m.canonical for m in p.mx) if p.policy_type == 2 else ()
+    return (POLICY_TYPES[p.policy_type], domain, strings, mx)
 
 
 # Names in several spellings that must all count as the same canonical name.

@@ -32,11 +32,13 @@ def counted(batches: list[Batch]) -> Expected:
     """What the batches hold, in the generator's terms."""
     seen = Expected()
     for batch in batches:
-        for p, counts in batch.policies.items():
+        for entry in batch.tally:
+            assert entry.day == batch.day
+            p = entry.policy
             key = (p.policy_type.value, p.policy_domain, p.policy_string, p.mx_host)
-            seen.sessions[key] += counts.sessions
-            seen.failures[key] += counts.failures
-            for d, n in counts.details.items():
+            seen.sessions[key] += entry.success_count + entry.failure_count
+            seen.failures[key] += entry.failure_count
+            for d, n in entry.details.items():
                 detail = (
                     d.result_type.value,
                     d.sending_mta_ip,

@@ -126,7 +126,7 @@ def test_random_datagrams_with_unusual_characters_are_counted_as_sent() -> None:
     assert _counts([encode(s) for s in specs]) == expected
     # The generator did exercise the hard cases.
     texts = Counter(d[1][5] for d in expected.details)
-    assert any(t and "\n" in t for t in texts)
+    assert "new line tab ctl" in texts
     assert any(t and '"' in t for t in texts)
 
 
@@ -196,3 +196,25 @@ def test_invalid_datagrams_are_rejected_with_their_kind(data: bytes, kind: str, 
 def test_datagram_without_version_is_read_as_version_one() -> None:
     data = b'{"d":"a.example","policies":[{"policy-type":2,"t":0,"f":0}]}'
     assert parse_datagram(data).results[0].policy.policy_domain == "a.example"
+
+
+def test_free_text_is_made_acceptable_to_the_ingest_api_without_losing_the_session() -> None:
+    data = (
+        b'{"d":"a.example","policies":[{"policy-type":1,"mx-host":["mx.a.example"],'
+        b'"failure-details":[{"c":203,"h":"line\\none","a":"\\u0000\\t",'
+        b'"f":"' + b"x" * 5000 + b'"}],"t":1,"f":1}]}'
+    )
+    (result,) = parse_datagram(data).results
+    assert result.policy.mx_host == ()
+    (detail,) = result.details
+    assert detail.receiving_mx_helo == "line one"
+    assert detail.additional_information is None
+    assert detail.failure_reason_code == "x" * 1024
+
+
+def test_policies_beyond_the_ingest_limits_are_refused() -> None:
+    lines = ",".join(f'"line {i}"' for i in range(257)).encode()
+    data = b'{"d":"a.example","policies":[{"policy-type":2,"policy-string":[' + lines + b'],"f":0}]}'
+    with pytest.raises(DatagramError) as info:
+        parse_datagram(data)
+    assert info.value.kind == INVALID_FIELD
