@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from app.api.ingest_schemas import Domain, OptDomain, OptIp, OptText, PolicyIn
 from app.tlsrpt.model import FailureDetail, ResultType
@@ -88,15 +95,21 @@ class PolicyTallyIn(BaseModel):
         description="Optional breakdown; its sums may not exceed the summary's.",
     )
 
-    @model_validator(mode="after")
-    def _breakdown_within_totals(self) -> PolicyTallyIn:
-        ok = sum(r.total_successful_session_count for r in self.recipient_domains)
-        failed = sum(r.total_failure_session_count for r in self.recipient_domains)
-        if ok > self.summary.total_successful_session_count:
-            raise ValueError("recipient-domains count more successful sessions than summary")
-        if failed > self.summary.total_failure_session_count:
-            raise ValueError("recipient-domains count more failed sessions than summary")
-        return self
+    @field_validator("recipient_domains")
+    @classmethod
+    def _breakdown_within_totals(
+        cls, value: list[RecipientCountIn], info: ValidationInfo
+    ) -> list[RecipientCountIn]:
+        summary = info.data.get("summary")
+        if summary is None:
+            return value
+        ok = sum(r.total_successful_session_count for r in value)
+        failed = sum(r.total_failure_session_count for r in value)
+        if ok > summary.total_successful_session_count:
+            raise ValueError("counts more successful sessions than the summary")
+        if failed > summary.total_failure_session_count:
+            raise ValueError("counts more failed sessions than the summary")
+        return value
 
 
 class TalliesIn(BaseModel):

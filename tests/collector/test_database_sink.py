@@ -1,0 +1,114 @@
+"""Socket to committed aggregates: the collector with the database sink."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from app.collector.batch import DayTallies
+from app.collector.service import Collector
+from app.collector.sinks import BatchRefusedError, DatabaseSink, SinkUnavailableError
+from app.config import DatabaseSettings
+from app.db.pool import open_pool
+from app.ingest.service import close_day, day_aggregates
+from app.resources import Resources
+from app.tlsrpt.libtlsrpt import parse_datagram
+from app.tlsrpt.model import PolicyAggregate
+from tests.clock import FakeClock
+from tests.collector.datagrams import Expected
+from tests.collector.memory import send_all
+from tests.collector.test_collector import generated, options
+
+DAY = date(2026, 11, 24)
+
+
+def from_aggregates(aggregates: list[PolicyAggregate]) -> Expected:
+    seen = Expected()
+    for agg in aggregates:
+        p = agg.policy
+        key = (p.policy_type.value, p.policy_domain, p.policy_string, p.mx_host)
+        seen.sessions[key] += agg.success_count + agg.failure_count
+        seen.failures[key] += agg.failure_count
+        for d, n in agg.failure_details:
+            detail = (
+                d.result_type.value,
+                d.sending_mta_ip,
+                d.receiving_mx_hostname,
+                d.receiving_mx_helo,
+                d.receiving_ip,
+                d.additional_information,
+                d.failure_reason_code,
+            )
+            seen.details[(key, detail)] += n
+    seen.failures = +seen.failures
+    return seen
+
+
+async def test_the_days_aggregates_equal_what_was_sent(
+    tmp_path: Path, resources: Resources, clock: FakeClock
+) -> None:
+    collector = Collector(options(tmp_path), DatabaseSink(resources.pool), clock=clock)
+    await collector.start()
+    datagrams, expected = generated(4000, seed=40)
+    invalid = [b"{", b'{"d":"x.example","policies":[{"policy-type":2,"f":7}]}'] * 5
+    await asyncio.to_thread(send_all, tmp_path / "tlsrpt.sock", datagrams[:2000] + invalid)
+    await asyncio.sleep(0.1)
+    await asyncio.to_thread(send_all, tmp_path / "tlsrpt.sock", datagrams[2000:])
+    await collector.stop()
+
+    assert from_aggregates(await day_aggregates(resources.pool, DAY)) == expected
+    stats = collector.stats()
+    assert stats.results_forwarded == sum(expected.sessions.values())
+    assert dict(stats.invalid) == {"bad_json": 5, "invalid_field": 5}
+    # Every session carries its recipient domain (`d`) for the breakdowns.
+    async with resources.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT sum(success_count + failure_count) FROM recipient_counts WHERE day = %s",
+            (DAY,),
+        )
+        row = await cur.fetchone()
+    assert row is not None and row[0] == sum(expected.sessions.values())
+
+
+async def test_a_batch_delivered_twice_counts_once(resources: Resources) -> None:
+    datagrams, expected = generated(300, seed=41)
+    tallies = DayTallies()
+    for data in datagrams:
+        tallies.add(DAY, parse_datagram(data))
+    (batch,) = tallies.seal()
+    sink = DatabaseSink(resources.pool)
+    await sink.deliver(batch)
+    await sink.deliver(batch)
+    assert from_aggregates(await day_aggregates(resources.pool, DAY)) == expected
+
+
+async def test_a_closed_day_refuses_the_batch(resources: Resources) -> None:
+    datagrams, _ = generated(10, seed=42)
+    tallies = DayTallies()
+    tallies.add(DAY, parse_datagram(datagrams[0]))
+    (batch,) = tallies.seal()
+    async with resources.pool.connection() as conn, conn.transaction():
+        await close_day(conn, DAY)
+    with pytest.raises(BatchRefusedError, match="2026-11-24"):
+        await DatabaseSink(resources.pool).deliver(batch)
+
+
+async def test_an_unreachable_database_is_reported_as_unavailable() -> None:
+    pool = await open_pool(
+        "postgresql://postgres@127.0.0.1:1/none",
+        DatabaseSettings(pool_min_size=1, pool_max_size=1, connect_timeout_seconds=0.3),
+        wait=False,
+    )
+    pool.timeout = 0.5  # how long connection() waits; the default 30 s is for servers
+    try:
+        datagrams, _ = generated(1, seed=43)
+        tallies = DayTallies()
+        tallies.add(DAY, parse_datagram(datagrams[0]))
+        (batch,) = tallies.seal()
+        with pytest.raises(SinkUnavailableError):
+            await DatabaseSink(pool).deliver(batch)
+    finally:
+        await pool.close()
