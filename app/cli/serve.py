@@ -11,6 +11,7 @@ import logging
 
 import uvicorn
 
+from app.cli.collect import register_serve_options, serve_hooks
 from app.cli.runtime import database_url, settings_or_exit
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the API (embedded database unless configured)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    register_serve_options(p)
     p.set_defaults(func=serve)
 
 
@@ -28,7 +30,7 @@ def serve(args: argparse.Namespace) -> int:
     from app.main import create_app
 
     with database_url(settings) as url:
-        app = create_app(settings, database_url=url, on_start=[])
+        app = create_app(settings, database_url=url, on_start=serve_hooks(args, settings))
         config = uvicorn.Config(
             app,
             host=args.host,

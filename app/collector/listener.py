@@ -150,7 +150,8 @@ class DatagramReader:
             except FileNotFoundError:
                 pass
         try:
-            # Senders now get EPIPE; what is queued stays readable.
+            # Senders now get EPIPE; what is queued stays readable. Only then may the
+            # thread take an empty queue for the end.
             self._sock.shutdown(socket.SHUT_RD)
         except OSError as exc:
             if exc.errno != errno.ENOTCONN:
@@ -176,8 +177,6 @@ class DatagramReader:
                 continue
             except OSError as exc:
                 log.error("collector_socket_error", extra={"fields": {"error": str(exc)}})
-                return
-            if not data and self._stopping:
                 return
             now = clock()
             with lock:

@@ -12,6 +12,7 @@ which is why batches carry an id the sink records once.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import struct
@@ -30,6 +31,10 @@ class SpoolFullError(Exception):
     """Appending would exceed the spool's size limit."""
 
 
+class SpoolInUseError(Exception):
+    """Another process has this spool directory open."""
+
+
 class Spool:
     """Append-only, fsynced, size-bounded FIFO of byte records in one directory."""
 
@@ -40,6 +45,13 @@ class Spool:
         self.max_bytes = max_bytes
         self.segment_bytes = max(1, min(segment_bytes, max_bytes // 4))
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # One process per spool: two writers would interleave records and acks.
+        self._lock_fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise SpoolInUseError(f"spool {directory} is in use by another process") from None
         # seq -> size on disk; the head segment is read from `_head_offset`.
         self._segments: dict[int, int] = {}
         self._head_offset = 0
@@ -101,6 +113,9 @@ class Spool:
         if self._write_fd is not None:
             os.close(self._write_fd)
             self._write_fd = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def _open(self) -> None:
         seqs = sorted(

@@ -143,9 +143,7 @@ async def test_bad_envelopes_and_counts_are_refused(
     old = await client.post("/v1/tallies", json=tallies(day="2020-01-01"), headers=bearer(token))
     assert old.status_code == 422
     assert old.json()["error"]["details"][0]["field"] == "day"
-    future = await client.post(
-        "/v1/tallies", json=tallies(day="2026-11-26"), headers=bearer(token)
-    )
+    future = await client.post("/v1/tallies", json=tallies(day="2026-11-26"), headers=bearer(token))
     assert future.status_code == 422
     bad_id = await client.post("/v1/tallies", json=tallies(batch_id="a b"), headers=bearer(token))
     assert bad_id.status_code == 422

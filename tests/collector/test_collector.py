@@ -7,13 +7,20 @@ import os
 import random
 import socket
 import stat
+import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
-from app.collector.listener import NotASocketError, SocketInUseError, bind_socket
+from app.collector.listener import (
+    DatagramReader,
+    NotASocketError,
+    SocketInUseError,
+    bind_socket,
+)
 from app.collector.service import Collector, CollectorOptions
 from tests.collector.datagrams import Expected, encode, random_datagram
 from tests.collector.memory import MemorySink, clean, counted, send_all
@@ -141,7 +148,7 @@ async def test_sink_down_spools_then_delivers_everything_in_order(tmp_path: Path
     assert len(ids) == len(set(ids))
     assert ids[: len(spooled_ids)] == spooled_ids
     assert collector.stats().spool_bytes == 0
-    assert list((tmp_path / "spool").iterdir()) == []
+    assert [p.name for p in (tmp_path / "spool").iterdir()] == [".lock"]
 
 
 def _spooled_ids(directory: Path) -> list[str]:
@@ -231,3 +238,26 @@ def test_a_socket_in_use_or_a_regular_file_is_never_replaced(tmp_path: Path) -> 
     with pytest.raises(NotASocketError):
         bind_socket(other)
     assert other.read_text() == "keep me"
+
+
+def test_stopping_reads_what_is_still_queued_and_refuses_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "q.sock"
+    sock = bind_socket(path)
+    reader = DatagramReader(sock, path, clock=lambda: NOW)
+    queued = [b"datagram %d" % i for i in range(8)]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        for data in queued:
+            sender.sendto(data, str(path))
+        # Hold the reader after its first datagram, so the rest is queued at stop.
+        reader._lock.acquire()
+        reader.start()
+        stopper = threading.Thread(target=reader.stop)
+        stopper.start()
+        while not reader._stopping:
+            time.sleep(0.001)
+        with pytest.raises(OSError):
+            sender.sendto(b"too late", str(path))
+        reader._lock.release()
+        stopper.join(10)
+    assert [data for _, chunk in reader.take() for data in chunk] == queued
+    assert not path.exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.collector.batch import DayTallies
+from app.collector.batch import Batch, DayTallies
 from app.collector.service import Collector
 from app.collector.sinks import BatchRefusedError, DatabaseSink, SinkUnavailableError
 from app.config import DatabaseSettings
@@ -85,11 +85,17 @@ async def test_a_batch_delivered_twice_counts_once(resources: Resources) -> None
     assert from_aggregates(await day_aggregates(resources.pool, DAY)) == expected
 
 
-async def test_a_closed_day_refuses_the_batch(resources: Resources) -> None:
-    datagrams, _ = generated(10, seed=42)
+def one_batch(seed: int) -> Batch:
+    """A batch of the day holding one generated datagram."""
+    datagrams, _ = generated(1, seed=seed)
     tallies = DayTallies()
     tallies.add(DAY, parse_datagram(datagrams[0]))
     (batch,) = tallies.seal()
+    return batch
+
+
+async def test_a_closed_day_refuses_the_batch(resources: Resources) -> None:
+    batch = one_batch(42)
     async with resources.pool.connection() as conn, conn.transaction():
         await close_day(conn, DAY)
     with pytest.raises(BatchRefusedError, match="2026-11-24"):
@@ -104,11 +110,7 @@ async def test_an_unreachable_database_is_reported_as_unavailable() -> None:
     )
     pool.timeout = 0.5  # how long connection() waits; the default 30 s is for servers
     try:
-        datagrams, _ = generated(1, seed=43)
-        tallies = DayTallies()
-        tallies.add(DAY, parse_datagram(datagrams[0]))
-        (batch,) = tallies.seal()
         with pytest.raises(SinkUnavailableError):
-            await DatabaseSink(pool).deliver(batch)
+            await DatabaseSink(pool).deliver(one_batch(43))
     finally:
         await pool.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.collector.spool import Spool, SpoolFullError
+from app.collector.spool import Spool, SpoolFullError, SpoolInUseError
 
 
 def drain(spool: Spool) -> list[bytes]:
@@ -26,7 +26,7 @@ def test_records_come_back_in_order_across_segments(tmp_path: Path) -> None:
     assert spool.pending == 50
     assert drain(spool) == records
     assert spool.pending == 0
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]
 
 
 def test_unacknowledged_records_survive_a_reopen(tmp_path: Path) -> None:
@@ -81,3 +81,11 @@ def test_the_size_bound_is_kept(tmp_path: Path) -> None:
     assert drain(spool) == [b"x" * 40, b"y" * 40]
     spool.append(b"z" * 40)
     assert drain(spool) == [b"z" * 40]
+
+
+def test_one_process_at_a_time(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1000)
+    with pytest.raises(SpoolInUseError):
+        Spool(tmp_path, max_bytes=1000)
+    spool.close()
+    Spool(tmp_path, max_bytes=1000).close()

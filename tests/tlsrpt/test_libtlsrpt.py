@@ -214,7 +214,9 @@ def test_free_text_is_made_acceptable_to_the_ingest_api_without_losing_the_sessi
 
 def test_policies_beyond_the_ingest_limits_are_refused() -> None:
     lines = ",".join(f'"line {i}"' for i in range(257)).encode()
-    data = b'{"d":"a.example","policies":[{"policy-type":2,"policy-string":[' + lines + b'],"f":0}]}'
+    data = (
+        b'{"d":"a.example","policies":[{"policy-type":2,"policy-string":[' + lines + b'],"f":0}]}'
+    )
     with pytest.raises(DatagramError) as info:
         parse_datagram(data)
     assert info.value.kind == INVALID_FIELD
