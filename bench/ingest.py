@@ -154,17 +154,26 @@ def main() -> int:
         rng = random.Random(8460)
         print(f"server pid {server.pid}, day {datetime.now(UTC).date()}")
 
+        cpu0 = rss.proc.cpu_times()
         stats, sent_a, took = asyncio.run(
             phase(port, token, args.batch_clients, args.batch_seconds, 1000, rng))
         print(f"(a) batches of 1000 over 1000 domains, {args.batch_clients} clients: "
               f"{sent_a / took:,.0f} results/s ({stats.ok} batches ok, {stats.failed} failed, "
               f"p50 {stats.p(0.5) * 1000:.1f} ms, p99 {stats.p(0.99) * 1000:.1f} ms)")
 
+        cpu1 = rss.proc.cpu_times()
+        print(f"    server CPU {(cpu1.user + cpu1.system - cpu0.user - cpu0.system) / took:.2f} "
+              f"cores, {(cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1e6 / max(sent_a, 1):.1f} "
+              "us per result")
         stats, sent_b, took = asyncio.run(
             phase(port, token, args.single_clients, args.single_seconds, 1, rng))
         print(f"(b) single results, {args.single_clients} clients: {stats.ok / took:,.0f} "
               f"requests/s, p50 {stats.p(0.5) * 1000:.1f} ms, p99 {stats.p(0.99) * 1000:.1f} ms, "
               f"{stats.failed} failed {stats.statuses}")
+        cpu2 = rss.proc.cpu_times()
+        print(f"    server CPU {(cpu2.user + cpu2.system - cpu1.user - cpu1.system) / took:.2f} "
+              f"cores, {(cpu2.user + cpu2.system - cpu1.user - cpu1.system) * 1e6 / max(stats.ok, 1):.0f} "
+              "us per request")
         rss.stop.set()
         stored = db_total(url) - before
         sent = sent_a + sent_b

@@ -19,7 +19,7 @@ from app.api.auth import get_resources, require_scope
 from app.api.body import read_body
 from app.api.errors import ApiError, responses, validation_details
 from app.api.ingest_schemas import PolicyIn, ResultIn, ResultsAccepted, ResultsIn
-from app.ingest.service import check_timestamp
+from app.ingest.service import TimestampWindow
 from app.tlsrpt.model import Policy
 from app.tlsrpt.tally import Tally
 from app.tokens.service import Scope
@@ -53,7 +53,7 @@ def _validated_policy(frozen: tuple[tuple[str, Any], ...]) -> Policy:
 def _policy_of(raw: Any) -> Policy:
     if type(raw) is dict:
         try:
-            frozen = tuple((k, tuple(v) if type(v) is list else v) for k, v in raw.items())
+            frozen = tuple([(k, tuple(v) if type(v) is list else v) for k, v in raw.items()])
             return _validated_policy(frozen)
         except TypeError:  # unhashable content (nested objects): validate uncached
             pass
@@ -140,11 +140,22 @@ async def post_results(request: Request) -> ResultsAccepted:
         )
     items = parse_results(raw)
     now = resources.clock()
+    window = TimestampWindow.at(now, settings)
     tally = Tally()
     problems = []
     for index, (item, policy) in enumerate(items):
+        extra = item.detail_fields_on_success()
+        if extra is not None:
+            problems.append(
+                {
+                    "index": index,
+                    "field": None,
+                    "reason": f"failure-detail fields on a success result: {extra}",
+                }
+            )
+            continue
         ts = item.timestamp or now
-        reason = check_timestamp(ts, now, settings)
+        reason = window.problem(ts)
         if reason is not None:
             problems.append({"index": index, "field": "timestamp", "reason": reason})
             continue
