@@ -24,7 +24,7 @@ from app.api.errors import ApiError, responses, validation_details
 from app.api.ingest import invalid_items, parse_json_object
 from app.api.tally_schemas import TalliesAccepted, TalliesIn
 from app.collector.batch import add_policy_counts
-from app.ingest.service import check_timestamp, record_tally
+from app.ingest.service import TimestampWindow, record_tally
 from app.tlsrpt.model import FailureDetail
 from app.tlsrpt.tally import Tally
 from app.tokens.service import Scope
@@ -69,7 +69,8 @@ async def post_tallies(request: Request) -> TalliesAccepted:
         raise _invalid(list(exc.errors()), raw) from None
 
     now = resources.clock()
-    reason = check_timestamp(datetime.combine(batch.day, time(), UTC), now, settings)
+    window = TimestampWindow.at(now, settings)
+    reason = window.problem(datetime.combine(batch.day, time(), UTC))
     if reason is not None:
         raise ApiError(
             422,
