@@ -64,10 +64,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--flush-seconds", type=float, default=1.0, help="deliver every S seconds (default 1)"
     )
     p.add_argument(
-        "--flush-results",
+        "--flush-datagrams",
         type=int,
         default=100_000,
-        help="or as soon as N results are counted (default 100000)",
+        help="or as soon as N datagrams are waiting (default 100000)",
     )
     p.set_defaults(func=collect)
 
@@ -136,7 +136,7 @@ def collect(args: argparse.Namespace) -> int:
         mode=args.mode,
         spool_max_bytes=args.spool_max_bytes,
         flush_seconds=args.flush_seconds,
-        flush_results=args.flush_results,
+        flush_datagrams=args.flush_datagrams,
     )
     return asyncio.run(_run(options, settings, args.api, token, metrics))
 

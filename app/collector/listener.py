@@ -4,7 +4,7 @@ libtlsrpt sends without blocking: when the socket's queue is full the MTA drops 
 result. On Linux that queue holds `net.unix.max_dgram_qlen` datagrams (often only 10 to
 512), whatever SO_RCVBUF says, so the only defence is to read all the time. A dedicated
 thread does nothing but `recv` and append the bytes, tagged with the UTC day of receipt,
-to a list that the collector takes every few milliseconds; parsing and sending happen
+to a queue that the collector empties every few milliseconds; parsing and sending happen
 elsewhere. Stopping unlinks the path and shuts the socket down for reading, so senders
 get an error at once, then reads what is still queued: nothing that reached the socket is
 left behind.
@@ -21,8 +21,9 @@ import select
 import socket
 import stat
 import threading
+from collections import deque
 from collections.abc import Callable
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -110,21 +111,31 @@ def _grow_receive_buffer(sock: socket.socket, size: int) -> None:
 
 
 Chunk = tuple[date, list[bytes]]
+_EPOCH = date(1970, 1, 1)
+_DAY_SECONDS = 86400  # POSIX time: every UTC day has exactly 86,400 seconds
 
 
 class DatagramReader:
-    """Reads a bound socket in its own thread into per-day chunks of raw datagrams."""
+    """Reads a bound socket in its own thread into per-day chunks of raw datagrams.
+
+    The thread appends each datagram to a deque (thread-safe, no lock taken), preceded by
+    the UTC `date` whenever the day of receipt changes; `take` pops what is there and
+    splits it by those markers. `timestamp` gives POSIX seconds (`time.time`, or a test
+    clock's).
+    """
 
     def __init__(
-        self, sock: socket.socket, path: Path | None, clock: Callable[[], datetime]
+        self, sock: socket.socket, path: Path | None, timestamp: Callable[[], float]
     ) -> None:
         self._sock = sock
         self._path = path
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._chunks: list[Chunk] = []
-        self._current: list[bytes] | None = None
-        self._day_end = datetime.min.replace(tzinfo=UTC)
+        self._timestamp = timestamp
+        self._queue: deque[bytes | date] = deque()
+        # Day markers appended by the thread, and seen by `take`: equal means the
+        # popped datagrams all belong to `_day`, with no scan for markers.
+        self._marks = 0
+        self._marks_seen = 0
+        self._day = _EPOCH
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="libtlsrpt-reader", daemon=True)
         self.received = 0
@@ -134,8 +145,24 @@ class DatagramReader:
 
     def take(self) -> list[Chunk]:
         """Every datagram read since the last call, grouped by UTC day of receipt."""
-        with self._lock:
-            chunks, self._chunks, self._current = self._chunks, [], None
+        popleft = self._queue.popleft
+        items = [popleft() for _ in range(len(self._queue))]
+        if not items:
+            return []
+        if self._marks == self._marks_seen:
+            return [(self._day, items)]  # type: ignore[list-item]
+        chunks: list[Chunk] = []
+        current: list[bytes] | None = None
+        for item in items:
+            if isinstance(item, date):
+                self._marks_seen += 1
+                self._day = item
+                current = None
+            else:
+                if current is None:
+                    current = []
+                    chunks.append((self._day, current))
+                current.append(item)
         return chunks
 
     @property
@@ -162,11 +189,13 @@ class DatagramReader:
         self._sock.close()
 
     def _run(self) -> None:
+        # The hot loop: one recv, one clock read, one append per datagram.
         recv = self._sock.recv
-        clock = self._clock
-        lock = self._lock
+        stamp = self._timestamp
+        append = self._queue.append
         poller = select.poll()
         poller.register(self._sock.fileno(), select.POLLIN)
+        day_start = day_end = 0.0
         while True:
             try:
                 data = recv(MAX_DATAGRAM)
@@ -178,13 +207,13 @@ class DatagramReader:
             except OSError as exc:
                 log.error("collector_socket_error", extra={"fields": {"error": str(exc)}})
                 return
-            now = clock()
-            with lock:
-                current = self._current
-                if current is None or now >= self._day_end:
-                    day = now.date()
-                    self._day_end = datetime.combine(day + timedelta(days=1), time(), UTC)
-                    current = self._current = []
-                    self._chunks.append((day, current))
-                current.append(data)
-                self.received += 1
+            now = stamp()
+            if not day_start <= now < day_end:
+                number = int(now // _DAY_SECONDS)
+                day_start = float(number * _DAY_SECONDS)
+                day_end = day_start + _DAY_SECONDS
+                # Counted before it is queued: see `take`.
+                self._marks += 1
+                append(_EPOCH + timedelta(days=number))
+            append(data)
+            self.received += 1

@@ -1,14 +1,15 @@
 """The collector: socket to sink without loss.
 
-A reader thread (`listener`) empties the socket. Every `poll_seconds` the event loop takes
-what it read, counts identical datagrams once (libtlsrpt repeats the same bytes for every
-delivery to the same domain with the same outcome), parses each distinct datagram once
-(cached) and adds it to the day's `Tally`. Every `flush_seconds`, or sooner when
-`flush_results` results are waiting, the tally is sealed into one batch per UTC day and
-delivered. When the sink is unreachable the batch goes to the on-disk spool instead, and
-while the spool holds anything every new batch queues behind it, so batches reach the
-sink in the order they were sealed. `stop` (SIGTERM) reads what is still queued in the
-socket, then delivers or spools everything in memory.
+A reader thread (`listener`) empties the socket. Every `poll_seconds` the event loop
+takes what it read and counts identical datagrams (libtlsrpt sends the same bytes for
+every delivery to a domain with the same outcome), so memory holds distinct datagrams,
+not volume. Every `flush_seconds`, or sooner when `flush_datagrams` are waiting, each
+distinct datagram is parsed (once: the result is cached), its counts go into the day's
+tally, and the tally is sealed into one batch per UTC day and delivered. When the sink is
+unreachable the batch goes to the on-disk spool instead, and while the spool holds
+anything every new batch queues behind it, so batches reach the sink in the order they
+were sealed. `stop` (SIGTERM) reads what is still queued in the socket, then delivers or
+spools everything in memory.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import orjson
@@ -29,6 +30,7 @@ from app.collector.listener import DEFAULT_RECEIVE_BUFFER, DatagramReader, bind_
 from app.collector.metrics import CollectorStats
 from app.collector.sinks import BatchRefusedError, Sink, SinkUnavailableError
 from app.collector.spool import Spool, SpoolFullError
+from app.resources import utc_now
 from app.tlsrpt.libtlsrpt import Datagram, DatagramError, parse_datagram
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ class CollectorOptions:
     receive_buffer: int = DEFAULT_RECEIVE_BUFFER
     spool_max_bytes: int = 1024 * 1024 * 1024
     flush_seconds: float = 1.0
-    flush_results: int = 100_000
+    flush_datagrams: int = 100_000
     poll_seconds: float = 0.05
     retry_initial_seconds: float = 1.0
     retry_max_seconds: float = 60.0
@@ -73,6 +75,9 @@ class Collector:
         self._clock = clock
         self._monotonic = monotonic
         self._tally = DayTallies()
+        # Raw datagrams read but not yet counted, by UTC day of receipt.
+        self._pending: dict[date, Counter[bytes]] = {}
+        self._pending_datagrams = 0
         self._cache: dict[bytes, Datagram | DatagramError] = {}
         self._stats = CollectorStats()
         self._logged_kinds: set[str] = set()
@@ -102,7 +107,10 @@ class Collector:
             mode=o.mode,
             receive_buffer=o.receive_buffer,
         )
-        self._reader = DatagramReader(sock, o.socket_path, self._clock)
+        # The real clock has a fast path for the reader's one read per datagram.
+        clock = self._clock
+        stamp = time.time if clock is utc_now else (lambda: clock().timestamp())
+        self._reader = DatagramReader(sock, o.socket_path, stamp)
         self._reader.start()
         self._task = asyncio.create_task(self._run(), name="libtlsrpt-collector")
         log.info(
@@ -144,7 +152,7 @@ class Collector:
             stopping = self._stop.is_set()
             self._absorb()
             now = self._monotonic()
-            if stopping or now >= next_flush or self._tally.results >= o.flush_results:
+            if stopping or now >= next_flush or self._pending_datagrams >= o.flush_datagrams:
                 await self._flush(final=stopping)
                 next_flush = self._monotonic() + o.flush_seconds
             if stopping:
@@ -155,11 +163,21 @@ class Collector:
                 pass
 
     def _absorb(self) -> None:
-        """Count what the reader has read into the tally."""
+        """Take what the reader has read; count identical datagrams (in C: Counter)."""
         assert self._reader is not None
-        cache = self._cache
         for day, chunk in self._reader.take():
-            for data, times in Counter(chunk).items():
+            pending = self._pending.get(day)
+            if pending is None:
+                pending = self._pending[day] = Counter()
+            pending.update(chunk)
+            self._pending_datagrams += len(chunk)
+
+    def _count_pending(self) -> None:
+        """Parse each distinct pending datagram (cached) and add it to the tallies."""
+        cache = self._cache
+        pending, self._pending, self._pending_datagrams = self._pending, {}, 0
+        for day, counter in pending.items():
+            for data, times in counter.items():
                 parsed = cache.get(data)
                 if parsed is None:
                     try:
@@ -192,6 +210,7 @@ class Collector:
 
     async def _flush(self, final: bool = False) -> None:
         assert self._spool is not None
+        self._count_pending()
         batches = self._tally.seal()
         if self._spool.pending or self._monotonic() < self._retry_at:
             for batch in batches:

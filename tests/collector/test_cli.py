@@ -147,10 +147,10 @@ async def test_serve_runs_the_collector_in_the_service(
         async with httpx.AsyncClient() as client:
             for _ in range(100):
                 text = (await client.get(server.url + "/metrics")).text
-                if "tlsrpt_collector_datagrams_received_total 1001.0" in text:
+                if 'tlsrpt_collector_invalid_datagrams_total{kind="bad_json"} 1.0' in text:
                     break
                 await asyncio.sleep(0.05)
-        assert 'tlsrpt_collector_invalid_datagrams_total{kind="bad_json"} 1.0' in text
+        assert "tlsrpt_collector_datagrams_received_total 1001.0" in text
     finally:
         await server.stop()
     assert not path.exists()

@@ -243,13 +243,18 @@ def test_a_socket_in_use_or_a_regular_file_is_never_replaced(tmp_path: Path) -> 
 def test_stopping_reads_what_is_still_queued_and_refuses_the_rest(tmp_path: Path) -> None:
     path = tmp_path / "q.sock"
     sock = bind_socket(path)
-    reader = DatagramReader(sock, path, clock=lambda: NOW)
+    gate = threading.Event()
+
+    def held_clock() -> float:
+        # Holds the reader after its first datagram, so the rest is queued at stop.
+        gate.wait()
+        return NOW.timestamp()
+
+    reader = DatagramReader(sock, path, held_clock)
     queued = [b"datagram %d" % i for i in range(8)]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
         for data in queued:
             sender.sendto(data, str(path))
-        # Hold the reader after its first datagram, so the rest is queued at stop.
-        reader._lock.acquire()
         reader.start()
         stopper = threading.Thread(target=reader.stop)
         stopper.start()
@@ -257,7 +262,23 @@ def test_stopping_reads_what_is_still_queued_and_refuses_the_rest(tmp_path: Path
             time.sleep(0.001)
         with pytest.raises(OSError):
             sender.sendto(b"too late", str(path))
-        reader._lock.release()
+        gate.set()
         stopper.join(10)
-    assert [data for _, chunk in reader.take() for data in chunk] == queued
+    assert reader.take() == [(NOW.date(), queued)]
     assert not path.exists()
+
+
+def test_the_reader_splits_datagrams_at_utc_midnight(tmp_path: Path) -> None:
+    path = tmp_path / "m.sock"
+    times = iter([86400 * 20000 - 0.001, 86400 * 20000 - 0.0005, 86400 * 20000, 86400 * 20001])
+    reader = DatagramReader(bind_socket(path), path, lambda: next(times))
+    reader.start()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        for data in (b"a", b"b", b"c", b"d"):
+            sender.sendto(data, str(path))
+    reader.stop()
+    assert reader.take() == [
+        (date(2024, 10, 3), [b"a", b"b"]),
+        (date(2024, 10, 4), [b"c"]),
+        (date(2024, 10, 5), [b"d"]),
+    ]

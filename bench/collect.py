@@ -1,0 +1,296 @@
+"""Postfix collector benchmark: libtlsrpt datagrams over a Unix socket into PostgreSQL.
+
+    python bench/collect.py [--server-url URL] [--count 1000000] [--rate 5000 --seconds 60]
+
+Runs `tlsrpt collect --database` as its own process on a fresh database (created on
+`--server-url`, dropped afterwards) and a sender process writing datagrams in libtlsrpt's
+byte format over 1,000 recipient domains with 5 % failures:
+
+(a) blocking sender, `--count` datagrams: datagrams/s from the first send until the
+    collector reports every result committed;
+(b) non-blocking sender (MSG_DONTWAIT, as Postfix sends) at `--rate` for `--seconds`:
+    datagrams the socket refused (EAGAIN: lost at the sender), and latency to commit.
+
+Afterwards the database total must equal what the socket accepted. Set `--skip-blocking`
+or `--skip-nonblocking` to run one part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.db.migrate import upgrade  # noqa: E402
+from tests.collector.datagrams import (  # noqa: E402
+    DatagramSpec,
+    FailureSpec,
+    Name,
+    PolicySpec,
+    encode,
+)
+
+DOMAINS = 1000
+FAILURE_SHARE = 0.05
+FAILURE_CODES = [202, 203, 204, 201, 302]
+
+
+def build_datagrams(seed: int = 8460) -> tuple[list[bytes], list[bytes]]:
+    """Per recipient domain one success datagram and a few failure variants."""
+    rng = random.Random(seed)
+    successes, failures = [], []
+    for d in range(DOMAINS):
+        domain = f"d{d}.bench.example"
+        name = Name(domain, domain)
+        mx = Name(f"mx.{domain}", f"mx.{domain}")
+        sts = ["version: STSv1", "mode: enforce", f"mx: mx.{domain}", "max_age: 86400"]
+        pr = f"v=TLSRPTv1; rua=mailto:tlsrpt@{domain}"
+
+        def policy(final: int, failures_: list[FailureSpec], mx=mx, sts=sts) -> PolicySpec:
+            return PolicySpec(2, name, sts, [mx], failures_, final)
+
+        successes.append(encode(DatagramSpec(name, pr, [policy(0, [])])))
+        for code in rng.sample(FAILURE_CODES, 3):
+            ip = f"198.51.100.{rng.randrange(1, 250)}"
+            detail = FailureSpec(code, s="192.0.2.25", n=mx, h=f"mx.{domain}", r=ip)
+            failures.append(encode(DatagramSpec(name, pr, [policy(1, [detail])])))
+    return successes, failures
+
+
+def sender(args: argparse.Namespace) -> None:
+    """Runs in its own process: sends, then prints a JSON line with what happened."""
+    successes, failures = build_datagrams()
+    rng = random.Random(args.seed)
+    total = args.count if args.rate == 0 else int(args.rate * args.seconds)
+    picks = [
+        rng.choice(failures) if rng.random() < FAILURE_SHARE else rng.choice(successes)
+        for _ in range(total)
+    ]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+    path = args.socket
+    sent = dropped = 0
+    failed = 0
+    started = time.time()
+    if args.rate == 0:
+        sendto = sock.sendto
+        for data in picks:
+            sendto(data, path)
+        sent = total
+    else:
+        sock.setblocking(False)
+        interval = 1.0 / args.rate
+        begin = time.perf_counter()
+        for i, data in enumerate(picks):
+            delay = begin + i * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                sock.sendto(data, path)
+                sent += 1
+            except BlockingIOError:
+                dropped += 1  # what Postfix loses: the receiver's queue was full
+            except OSError:
+                failed += 1
+    finished = time.time()
+    print(
+        json.dumps(
+            {
+                "sent": sent,
+                "dropped": dropped,
+                "failed": failed,
+                "started": started,
+                "finished": finished,
+            }
+        )
+    )
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
+        text = r.read().decode()
+    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def db_sessions(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(success_count + failure_count), 0) FROM policy_counts"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_case(
+    label: str, url: str, workdir: Path, sender_args: list[str], expect_total: int | None
+) -> dict[str, float]:
+    sock = workdir / f"{label}.sock"
+    port = free_port()
+    env = dict(
+        os.environ,
+        TLSRPT_DATABASE_URL=url,
+        TLSRPT_DATA_DIR=str(workdir / "data"),
+        TLSRPT_LOG_LEVEL="WARNING",
+    )
+    collector = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "collect",
+            "--socket",
+            str(sock),
+            "--database",
+            "--spool-dir",
+            str(workdir / f"{label}-spool"),
+            "--metrics",
+            f"127.0.0.1:{port}",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        for _ in range(400):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)  # let the metrics server come up
+        before = db_sessions(url)
+        out = subprocess.run(
+            [sys.executable, __file__, "sender", "--socket", str(sock), *sender_args],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+        target = result["sent"]
+        deadline = time.time() + 300
+        while metric(port, "tlsrpt_collector_results_forwarded_total") < target:
+            if time.time() > deadline:
+                raise TimeoutError(f"{label}: results not committed in time")
+            time.sleep(0.01)
+        committed = time.time()
+        received = metric(port, "tlsrpt_collector_datagrams_received_total")
+        cpu = _cpu_seconds(collector.pid)
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        collector.wait(60)
+    stored = db_sessions(url) - before
+    assert stored == result["sent"], f"{label}: stored {stored} != accepted {result['sent']}"
+    if expect_total is not None:
+        assert result["sent"] == expect_total
+    seconds = committed - result["started"]
+    return {
+        "sent": result["sent"],
+        "dropped": result["dropped"],
+        "received": received,
+        "stored": stored,
+        "seconds": seconds,
+        "rate": result["sent"] / seconds,
+        "send_seconds": result["finished"] - result["started"],
+        "commit_lag": committed - result["finished"],
+        "collector_cpu": cpu,
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="role")
+    s = sub.add_parser("sender")
+    s.add_argument("--socket", required=True)
+    s.add_argument("--count", type=int, default=1_000_000)
+    s.add_argument("--rate", type=float, default=0)
+    s.add_argument("--seconds", type=float, default=60)
+    s.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--server-url",
+        default=os.environ.get(
+            "TLSRPT_BENCH_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
+    )
+    parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--rate", type=float, default=5000)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--skip-blocking", action="store_true")
+    parser.add_argument("--skip-nonblocking", action="store_true")
+    args = parser.parse_args()
+    if args.role == "sender":
+        sender(args)
+        return
+
+    name = f"tlsrpt_bench_collector_{os.getpid()}"
+    with psycopg.connect(args.server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    info = psycopg.conninfo.conninfo_to_dict(args.server_url)
+    info["dbname"] = name
+    url = psycopg.conninfo.make_conninfo(**info)
+    try:
+        upgrade(url)
+        with tempfile.TemporaryDirectory(prefix="tlsrpt-bench-collect-") as tmp:
+            workdir = Path(tmp)
+            print(
+                f"# {datetime.now(UTC):%Y-%m-%d %H:%M}Z, {os.cpu_count()} cores, "
+                f"net.unix.max_dgram_qlen="
+                f"{Path('/proc/sys/net/unix/max_dgram_qlen').read_text().strip()}"
+            )
+            if not args.skip_blocking:
+                r = run_case("blocking", url, workdir, ["--count", str(args.count)], args.count)
+                print(
+                    f"blocking sender: {r['sent']:,.0f} datagrams, {DOMAINS} domains, "
+                    f"{FAILURE_SHARE:.0%} failures: {r['rate']:,.0f} datagrams/s socket to "
+                    f"committed aggregates ({r['seconds']:.1f} s; sending took "
+                    f"{r['send_seconds']:.1f} s, last commit {r['commit_lag']:.2f} s "
+                    f"after; collector CPU {r['collector_cpu']:.1f} s); stored "
+                    f"{r['stored']:,.0f}"
+                )
+            if not args.skip_nonblocking:
+                r = run_case(
+                    "nonblocking",
+                    url,
+                    workdir,
+                    ["--rate", str(args.rate), "--seconds", str(args.seconds)],
+                    None,
+                )
+                print(
+                    f"non-blocking sender: {args.rate:,.0f}/s for {args.seconds:.0f} s: "
+                    f"{r['sent']:,.0f} accepted, {r['dropped']:,.0f} dropped (EAGAIN), "
+                    f"all committed {r['commit_lag']:.2f} s after the last send; "
+                    f"collector CPU {r['collector_cpu']:.1f} s; stored {r['stored']:,.0f}"
+                )
+    finally:
+        with psycopg.connect(args.server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+if __name__ == "__main__":
+    main()
