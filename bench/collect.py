@@ -63,14 +63,12 @@ def build_datagrams(seed: int = 8460) -> tuple[list[bytes], list[bytes]]:
         sts = ["version: STSv1", "mode: enforce", f"mx: mx.{domain}", "max_age: 86400"]
         pr = f"v=TLSRPTv1; rua=mailto:tlsrpt@{domain}"
 
-        def policy(final: int, failures_: list[FailureSpec], mx=mx, sts=sts) -> PolicySpec:
-            return PolicySpec(2, name, sts, [mx], failures_, final)
-
-        successes.append(encode(DatagramSpec(name, pr, [policy(0, [])])))
+        successes.append(encode(DatagramSpec(name, pr, [PolicySpec(2, name, sts, [mx])])))
         for code in rng.sample(FAILURE_CODES, 3):
             ip = f"198.51.100.{rng.randrange(1, 250)}"
             detail = FailureSpec(code, s="192.0.2.25", n=mx, h=f"mx.{domain}", r=ip)
-            failures.append(encode(DatagramSpec(name, pr, [policy(1, [detail])])))
+            policy = PolicySpec(2, name, sts, [mx], [detail], final=1)
+            failures.append(encode(DatagramSpec(name, pr, [policy])))
     return successes, failures
 
 
@@ -124,7 +122,7 @@ def sender(args: argparse.Namespace) -> None:
 
 
 def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
     match = re.search(rf"^{name} (\S+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
