@@ -143,7 +143,12 @@ def free_port() -> int:
 
 
 def run_case(
-    label: str, url: str, workdir: Path, sender_args: list[str], expect_total: int | None
+    label: str,
+    url: str,
+    workdir: Path,
+    processes: int,
+    sender_args: list[str],
+    expect_total: int | None,
 ) -> dict[str, float]:
     sock = workdir / f"{label}.sock"
     port = free_port()
@@ -177,13 +182,31 @@ def run_case(
             time.sleep(0.05)
         time.sleep(0.3)  # let the metrics server come up
         before = db_sessions(url)
-        out = subprocess.run(
-            [sys.executable, __file__, "sender", "--socket", str(sock), *sender_args],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        result = json.loads(out.strip().splitlines()[-1])
+        # Several sender processes, as Postfix has several smtp processes.
+        senders = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "sender",
+                    "--socket",
+                    str(sock),
+                    "--seed",
+                    str(i),
+                    *sender_args,
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(processes)
+        ]
+        results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in senders]
+        result = {
+            "sent": sum(r["sent"] for r in results),
+            "dropped": sum(r["dropped"] for r in results),
+            "started": min(r["started"] for r in results),
+            "finished": max(r["finished"] for r in results),
+        }
         target = result["sent"]
         deadline = time.time() + 300
         while metric(port, "tlsrpt_collector_results_forwarded_total") < target:
@@ -237,6 +260,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--rate", type=float, default=5000)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--senders", type=int, default=1, help="sender processes")
     parser.add_argument("--skip-blocking", action="store_true")
     parser.add_argument("--skip-nonblocking", action="store_true")
     args = parser.parse_args()
@@ -260,9 +284,11 @@ def main() -> None:
                 f"{Path('/proc/sys/net/unix/max_dgram_qlen').read_text().strip()}"
             )
             if not args.skip_blocking:
-                r = run_case("blocking", url, workdir, ["--count", str(args.count)], args.count)
+                per_sender = ["--count", str(args.count // args.senders)]
+                r = run_case("blocking", url, workdir, args.senders, per_sender, args.count)
                 print(
-                    f"blocking sender: {r['sent']:,.0f} datagrams, {DOMAINS} domains, "
+                    f"blocking, {args.senders} sender(s): {r['sent']:,.0f} datagrams, "
+                    f"{DOMAINS} domains, "
                     f"{FAILURE_SHARE:.0%} failures: {r['rate']:,.0f} datagrams/s socket to "
                     f"committed aggregates ({r['seconds']:.1f} s; sending took "
                     f"{r['send_seconds']:.1f} s, last commit {r['commit_lag']:.2f} s "
@@ -274,11 +300,13 @@ def main() -> None:
                     "nonblocking",
                     url,
                     workdir,
-                    ["--rate", str(args.rate), "--seconds", str(args.seconds)],
+                    args.senders,
+                    ["--rate", str(args.rate / args.senders), "--seconds", str(args.seconds)],
                     None,
                 )
                 print(
-                    f"non-blocking sender: {args.rate:,.0f}/s for {args.seconds:.0f} s: "
+                    f"non-blocking, {args.senders} sender(s): {args.rate:,.0f}/s "
+                    f"for {args.seconds:.0f} s: "
                     f"{r['sent']:,.0f} accepted, {r['dropped']:,.0f} dropped (EAGAIN), "
                     f"all committed {r['commit_lag']:.2f} s after the last send; "
                     f"collector CPU {r['collector_cpu']:.1f} s; stored {r['stored']:,.0f}"
