@@ -17,7 +17,6 @@ import grp
 import logging
 import os
 import pwd
-import select
 import socket
 import stat
 import threading
@@ -176,36 +175,35 @@ class DatagramReader:
                 self._path.unlink()
             except FileNotFoundError:
                 pass
+        self._stopping = True
         try:
-            # Senders now get EPIPE; what is queued stays readable. Only then may the
-            # thread take an empty queue for the end.
+            # Senders now get EPIPE; what is queued stays readable, then the thread's
+            # blocking recv returns end-of-file.
             self._sock.shutdown(socket.SHUT_RD)
         except OSError as exc:
             if exc.errno != errno.ENOTCONN:
                 raise
-        self._stopping = True
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._sock.close()
 
     def _run(self) -> None:
-        # The hot loop: one recv, one clock read, one append per datagram.
+        # The hot loop: one blocking recv (no poll, no timeout), one clock read, one
+        # append per datagram.
         recv = self._sock.recv
         stamp = self._timestamp
         append = self._queue.append
-        poller = select.poll()
-        poller.register(self._sock.fileno(), select.POLLIN)
         day_start = day_end = 0.0
+        self._sock.setblocking(True)
         while True:
             try:
                 data = recv(MAX_DATAGRAM)
-            except BlockingIOError:
-                if self._stopping:
-                    return
-                poller.poll(100)
-                continue
             except OSError as exc:
                 log.error("collector_socket_error", extra={"fields": {"error": str(exc)}})
+                return
+            if not data and self._stopping:
+                # End of file after shutdown: the queue is empty. (libtlsrpt never sends
+                # an empty datagram; one arriving during stop ends the reading too.)
                 return
             now = stamp()
             if not day_start <= now < day_end:
