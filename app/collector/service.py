@@ -15,8 +15,8 @@ spools everything in memory.
 from __future__ import annotations
 
 import asyncio
-import sys
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
