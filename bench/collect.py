@@ -1,10 +1,13 @@
 """Postfix collector benchmark: libtlsrpt datagrams over a Unix socket into PostgreSQL.
 
     python bench/collect.py [--server-url URL] [--count 1000000] [--rate 5000 --seconds 60]
+                            [--senders N] [--sender python] [--collector-nice -10]
 
 Runs `tlsrpt collect --database` as its own process on a fresh database (created on
-`--server-url`, dropped afterwards) and a sender process writing datagrams in libtlsrpt's
-byte format over 1,000 recipient domains with 5 % failures:
+`--server-url`, dropped afterwards) and sender processes writing datagrams in libtlsrpt's
+byte format over 1,000 recipient domains with 5 % failures. The sender is C
+(`libtlsrpt_sender.c`: one sendto per datagram, as libtlsrpt in Postfix), compiled on the
+fly, or Python when no compiler is found (or `--sender python`):
 
 (a) blocking sender, `--count` datagrams: datagrams/s from the first send until the
     collector reports every result committed;
@@ -50,6 +53,7 @@ from tests.collector.datagrams import (  # noqa: E402
 )
 
 DOMAINS = 1000
+NICE = [0]  # the collector's nice value (--collector-nice), as the systemd unit sets it
 FAILURE_SHARE = 0.05
 FAILURE_CODES = [202, 203, 204, 201, 302]
 
@@ -222,8 +226,10 @@ def run_case(
         TLSRPT_DATA_DIR=str(workdir / "data"),
         TLSRPT_LOG_LEVEL="WARNING",
     )
+    nice = ["nice", "-n", str(NICE[0])] if NICE[0] else []
     collector = subprocess.Popen(
         [
+            *nice,
             sys.executable,
             "-m",
             "app",
@@ -322,7 +328,14 @@ def main() -> None:
     )
     parser.add_argument("--skip-blocking", action="store_true")
     parser.add_argument("--skip-nonblocking", action="store_true")
+    parser.add_argument(
+        "--collector-nice",
+        type=int,
+        default=0,
+        help="run the collector at this nice value (the unit uses -10)",
+    )
     args = parser.parse_args()
+    NICE[0] = args.collector_nice
     if args.role == "sender":
         sender(args)
         return
@@ -339,8 +352,10 @@ def main() -> None:
             workdir = Path(tmp)
             print(
                 f"# {datetime.now(UTC):%Y-%m-%d %H:%M}Z, {os.cpu_count()} cores, "
+                f"load average {Path('/proc/loadavg').read_text().split()[0]}, "
                 f"net.unix.max_dgram_qlen="
-                f"{Path('/proc/sys/net/unix/max_dgram_qlen').read_text().strip()}"
+                f"{Path('/proc/sys/net/unix/max_dgram_qlen').read_text().strip()}, "
+                f"collector nice {args.collector_nice}"
             )
             sender_bin = None if args.sender == "python" else compile_sender(workdir)
             kind = "C" if sender_bin else "Python"
