@@ -17,6 +17,7 @@ import grp
 import logging
 import os
 import pwd
+import select
 import socket
 import stat
 import threading
@@ -114,33 +115,29 @@ _EPOCH = date(1970, 1, 1)
 _DAY_SECONDS = 86400  # POSIX time: every UTC day has exactly 86,400 seconds
 
 
-class DatagramReader:
-    """Reads a bound socket in its own thread into per-day chunks of raw datagrams.
+def shut_down(sock: socket.socket) -> bool:
+    """After an empty or failed read: the socket was shut down for reading."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLRDHUP)
+    return any(events & select.POLLRDHUP for _, events in poller.poll(0))
+
+
+class DayQueue:
+    """Datagrams handed from a reading thread to the collector, by UTC day of receipt.
 
     The thread appends each datagram to a deque (thread-safe, no lock taken), preceded by
-    the UTC `date` whenever the day of receipt changes; `take` pops what is there and
-    splits it by those markers. `timestamp` gives POSIX seconds (`time.time`, or a test
-    clock's).
+    the UTC `date` whenever the day of receipt changes (`_mark_day`); `take` pops what is
+    there and splits it by those markers.
     """
 
-    def __init__(
-        self, sock: socket.socket, path: Path | None, timestamp: Callable[[], float]
-    ) -> None:
-        self._sock = sock
-        self._path = path
-        self._timestamp = timestamp
+    def __init__(self) -> None:
         self._queue: deque[bytes | date] = deque()
         # Day markers appended by the thread, and seen by `take`: equal means the
         # popped datagrams all belong to `_day`, with no scan for markers.
         self._marks = 0
         self._marks_seen = 0
         self._day = _EPOCH
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="libtlsrpt-reader", daemon=True)
         self.received = 0
-
-    def start(self) -> None:
-        self._thread.start()
 
     def take(self) -> list[Chunk]:
         """Every datagram read since the last call, grouped by UTC day of receipt."""
@@ -164,54 +161,78 @@ class DatagramReader:
                 current.append(item)
         return chunks
 
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
+    def _mark_day(self, now: float) -> tuple[float, float]:
+        """Queue the marker of the day `now` falls in; return that day's bounds."""
+        number = int(now // _DAY_SECONDS)
+        # Counted before it is queued: see `take`.
+        self._marks += 1
+        self._queue.append(_EPOCH + timedelta(days=number))
+        start = float(number * _DAY_SECONDS)
+        return start, start + _DAY_SECONDS
+
+
+class DatagramReader(DayQueue):
+    """Reads a bound socket in a thread of this process (`timestamp`: POSIX seconds)."""
+
+    def __init__(
+        self, sock: socket.socket, path: Path | None, timestamp: Callable[[], float]
+    ) -> None:
+        super().__init__()
+        self._sock = sock
+        self._path = path
+        self._timestamp = timestamp
+        self._thread = threading.Thread(target=self._run, name="libtlsrpt-reader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Refuse new datagrams, read those already queued, and close the socket."""
-        if self._path is not None:
-            try:
-                self._path.unlink()
-            except FileNotFoundError:
-                pass
-        self._stopping = True
-        try:
-            # Senders now get EPIPE; what is queued stays readable, then the thread's
-            # blocking recv returns end-of-file.
-            self._sock.shutdown(socket.SHUT_RD)
-        except OSError as exc:
-            if exc.errno != errno.ENOTCONN:
-                raise
+        refuse_new(self._sock, self._path)
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._sock.close()
 
     def _run(self) -> None:
         # The hot loop: one blocking recv (no poll, no timeout), one clock read, one
-        # append per datagram.
-        recv = self._sock.recv
+        # append per datagram. Shutdown ends it once the queue is empty.
+        sock = self._sock
+        recv = sock.recv
         stamp = self._timestamp
         append = self._queue.append
         day_start = day_end = 0.0
-        self._sock.setblocking(True)
+        sock.setblocking(True)
         while True:
             try:
                 data = recv(MAX_DATAGRAM)
+            except BlockingIOError:
+                # Linux wakes a blocked reader with EAGAIN when the socket is shut down
+                # and its queue empty.
+                if shut_down(sock):
+                    return
+                continue
             except OSError as exc:
                 log.error("collector_socket_error", extra={"fields": {"error": str(exc)}})
                 return
-            if not data and self._stopping:
-                # End of file after shutdown: the queue is empty. (libtlsrpt never sends
-                # an empty datagram; one arriving during stop ends the reading too.)
+            if not data and shut_down(sock):
                 return
             now = stamp()
             if not day_start <= now < day_end:
-                number = int(now // _DAY_SECONDS)
-                day_start = float(number * _DAY_SECONDS)
-                day_end = day_start + _DAY_SECONDS
-                # Counted before it is queued: see `take`.
-                self._marks += 1
-                append(_EPOCH + timedelta(days=number))
+                day_start, day_end = self._mark_day(now)
             append(data)
             self.received += 1
+
+
+def refuse_new(sock: socket.socket, path: Path | None) -> None:
+    """Unlink the path and shut the socket down for reading: senders get an error at
+    once (ENOENT, EPIPE), what is queued stays readable, then reads fail (EAGAIN)."""
+    if path is not None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    try:
+        sock.shutdown(socket.SHUT_RD)
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise

@@ -29,6 +29,7 @@ import orjson
 from app.collector.batch import Batch, DayTallies, format_batch, parse_batch
 from app.collector.listener import DEFAULT_RECEIVE_BUFFER, DatagramReader, bind_socket
 from app.collector.metrics import CollectorStats
+from app.collector.reader_process import ProcessReader
 from app.collector.sinks import BatchRefusedError, Sink, SinkUnavailableError
 from app.collector.spool import Spool, SpoolFullError
 from app.resources import utc_now
@@ -60,6 +61,13 @@ class CollectorOptions:
     delivery_timeout_seconds: float = 60.0
     # On stop, spooled batches are still sent for this long when the sink is up.
     stop_drain_seconds: float = 5.0
+    # Read the socket in a child process (with the real clock; a test clock needs the
+    # thread, which stamps datagrams with it).
+    reader_process: bool = True
+
+
+def clock_is_real(clock: Callable[[], datetime]) -> bool:
+    return clock is utc_now
 
 
 class Collector:
@@ -83,7 +91,7 @@ class Collector:
         self._cache: dict[bytes, Datagram | DatagramError] = {}
         self._stats = CollectorStats()
         self._logged_kinds: set[str] = set()
-        self._reader: DatagramReader | None = None
+        self._reader: DatagramReader | ProcessReader | None = None
         self._spool: Spool | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -113,10 +121,12 @@ class Collector:
             mode=o.mode,
             receive_buffer=o.receive_buffer,
         )
-        # The real clock has a fast path for the reader's one read per datagram.
-        clock = self._clock
-        stamp = time.time if clock is utc_now else (lambda: clock().timestamp())
-        self._reader = DatagramReader(sock, o.socket_path, stamp)
+        if clock_is_real(self._clock) and o.reader_process:
+            self._reader = ProcessReader(sock, o.socket_path)
+        else:
+            clock = self._clock
+            stamp = time.time if clock_is_real(clock) else (lambda: clock().timestamp())
+            self._reader = DatagramReader(sock, o.socket_path, stamp)
         self._reader.start()
         self._task = asyncio.create_task(self._run(), name="libtlsrpt-collector")
         log.info(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import socket
 import stat
 import threading
@@ -21,7 +22,9 @@ from app.collector.listener import (
     SocketInUseError,
     bind_socket,
 )
+from app.collector.reader_process import ProcessReader
 from app.collector.service import Collector, CollectorOptions
+from app.resources import utc_now
 from tests.collector.datagrams import Expected, encode, random_datagram
 from tests.collector.memory import MemorySink, clean, counted, send_all
 
@@ -258,7 +261,7 @@ def test_stopping_reads_what_is_still_queued_and_refuses_the_rest(tmp_path: Path
         reader.start()
         stopper = threading.Thread(target=reader.stop)
         stopper.start()
-        while not reader._stopping:
+        while path.exists():
             time.sleep(0.001)
         with pytest.raises(OSError):
             sender.sendto(b"too late", str(path))
@@ -282,3 +285,43 @@ def test_the_reader_splits_datagrams_at_utc_midnight(tmp_path: Path) -> None:
         (date(2024, 10, 4), [b"c"]),
         (date(2024, 10, 5), [b"d"]),
     ]
+
+
+def test_the_reader_process_delivers_everything_queued_at_stop(tmp_path: Path) -> None:
+    path = tmp_path / "p.sock"
+    reader = ProcessReader(bind_socket(path), path)
+    reader.start()
+    first = [b"first %d" % i for i in range(500)]
+    send_all(path, first)
+    child = reader._child
+    assert child is not None
+    os.kill(child.pid, signal.SIGSTOP)  # the child stops reading: the socket queue fills
+    queued = [b"queued %d" % i for i in range(8)]
+    send_all(path, queued)
+    stopper = threading.Thread(target=reader.stop)
+    stopper.start()
+    while path.exists():
+        time.sleep(0.001)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender, pytest.raises(OSError):
+        sender.sendto(b"too late", str(path))
+    os.kill(child.pid, signal.SIGCONT)
+    stopper.join(10)
+    assert child.returncode == 0
+    today = datetime.now(UTC).date()
+    chunks = reader.take()
+    assert {day for day, _ in chunks} <= {today, today - timedelta(days=1)}
+    assert [data for _, chunk in chunks for data in chunk] == first + queued
+    assert reader.received == 508
+
+
+async def test_the_real_clock_reads_through_the_child_process(tmp_path: Path) -> None:
+    sink = MemorySink()
+    collector = Collector(options(tmp_path), sink, clock=utc_now)
+    await collector.start()
+    assert isinstance(collector._reader, ProcessReader)
+    datagrams, expected = generated(2000, seed=80)
+    await asyncio.to_thread(send_all, tmp_path / "tlsrpt.sock", [*datagrams, b"", b"{"])
+    await collector.stop()
+    assert counted(sink.batches) == expected
+    assert collector.stats().datagrams_received == 2002
+    assert dict(collector.stats().invalid) == {"bad_json": 2}
