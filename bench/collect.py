@@ -316,6 +316,11 @@ def main() -> None:
             "TLSRPT_BENCH_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/test"
         ),
     )
+    parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help="use an embedded PostgreSQL (pgserver) instead of --server-url",
+    )
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--rate", type=float, default=5000)
     parser.add_argument("--seconds", type=float, default=60)
@@ -340,6 +345,12 @@ def main() -> None:
         sender(args)
         return
 
+    embedded = None
+    if args.embedded:
+        from app.db.embedded import start_embedded
+
+        embedded = start_embedded(Path(tempfile.mkdtemp(prefix="tlsrpt-bench-pg-")))
+        args.server_url = embedded.server.get_uri("postgres")
     name = f"tlsrpt_bench_collector_{os.getpid()}"
     with psycopg.connect(args.server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -386,6 +397,8 @@ def main() -> None:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+        if embedded is not None:
+            embedded.stop()
 
 
 if __name__ == "__main__":
