@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 FRAME = struct.Struct(">dI")
 PIPE_BYTES = 1024 * 1024
-# Frames gathered into one write while more datagrams are queued.
+# Frames gathered into one write: at most this many, held at most this long.
 MAX_FRAMES_PER_WRITE = 1024
+WRITE_DELAY_SECONDS = 0.01
 
 
 def child_main(sock_fd: int, pipe_fd: int) -> None:
@@ -46,29 +47,39 @@ def child_main(sock_fd: int, pipe_fd: int) -> None:
     sock.setblocking(False)
     recv = sock.recv
     now = time.time
+    clock = time.monotonic
     pack = FRAME.pack
     poller = select.poll()
-    poller.register(sock_fd, select.POLLIN)
+    poller.register(sock_fd, select.POLLIN | select.POLLRDHUP)
     # A pipe whose reader is gone reports POLLERR: the parent died, so must we.
     poller.register(pipe_fd, 0)
     frames: list[bytes] = []
+    write_at = 0.0
+    shut = False
     while True:
         try:
             data = recv(MAX_DATAGRAM)
         except BlockingIOError:
-            if frames:
+            # The queue is empty. Frames wait up to WRITE_DELAY_SECONDS for company, so
+            # a trickle of datagrams costs the parent one wake-up per delay, not each.
+            if shut:
+                _write_all(pipe_fd, b"".join(frames))
+                return
+            if frames and clock() >= write_at:
                 _write_all(pipe_fd, b"".join(frames))
                 frames = []
-                continue
-            if shut_down(sock):
-                return  # shut down and nothing queued any more
-            for fd, events in poller.poll():
+            timeout = max(0.0, write_at - clock()) * 1000 if frames else None
+            for fd, events in poller.poll(timeout):
                 if fd == pipe_fd and events & (select.POLLERR | select.POLLHUP):
                     return
+                if fd == sock_fd and events & select.POLLRDHUP:
+                    shut = True  # shut down: read what is queued, then end
             continue
         if not data and shut_down(sock):
-            _write_all(pipe_fd, b"".join(frames))
-            return
+            shut = True
+            continue
+        if not frames:
+            write_at = clock() + WRITE_DELAY_SECONDS
         frames += (pack(now(), len(data)), data)
         if len(frames) >= 2 * MAX_FRAMES_PER_WRITE:
             _write_all(pipe_fd, b"".join(frames))
