@@ -1,0 +1,86 @@
+"""DKIM verdicts with dkimpy and a fake resolver serving a test key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import KEY_NAME, SIGNING_DOMAIN, MailFactory, SigningKey
+
+from app.inbound.dkimcheck import DkimVerdict, KeyLookupError, verify_dkim
+
+SAMPLES = Path(__file__).parent.parent / "samples"
+REPORT = (SAMPLES / "json/google_foo-bar-io_2025-05-22.json").read_bytes()
+
+
+def serving(records: dict[str, bytes]):  # type: ignore[no-untyped-def]
+    asked: list[str] = []
+
+    async def lookup(name: str) -> bytes | None:
+        asked.append(name)
+        return records.get(name)
+
+    lookup.asked = asked  # type: ignore[attr-defined]
+    return lookup
+
+
+async def test_signed_mail_passes(signing_key: SigningKey, report_mail: MailFactory) -> None:
+    raw = signing_key.sign(report_mail(REPORT))
+    lookup = serving({KEY_NAME: signing_key.record})
+    result = await verify_dkim(raw, lookup)
+    assert (result.verdict, result.domain, result.reason) == (
+        DkimVerdict.PASS,
+        SIGNING_DOMAIN,
+        None,
+    )
+    assert lookup.asked == [KEY_NAME]  # type: ignore[attr-defined]
+
+
+async def test_mail_altered_after_signing_fails(
+    signing_key: SigningKey, report_mail: MailFactory
+) -> None:
+    raw = signing_key.sign(report_mail(REPORT))
+    altered = raw.replace(b"TLS-Report-Domain: example.com", b"TLS-Report-Domain: evil.example")
+    result = await verify_dkim(altered, serving({KEY_NAME: signing_key.record}))
+    assert result.verdict is DkimVerdict.FAIL and result.domain == SIGNING_DOMAIN
+    body_altered = raw.replace(b"aggregate TLS report", b"aggregate TLS rep0rt")
+    result = await verify_dkim(body_altered, serving({KEY_NAME: signing_key.record}))
+    assert result.verdict is DkimVerdict.FAIL
+    assert result.reason is not None and "body hash mismatch" in result.reason
+
+
+async def test_no_key_and_temporary_failure(
+    signing_key: SigningKey, report_mail: MailFactory
+) -> None:
+    raw = signing_key.sign(report_mail(REPORT))
+    result = await verify_dkim(raw, serving({}))
+    assert (result.verdict, result.reason) == (
+        DkimVerdict.FAIL,
+        "no key published for the signature",
+    )
+
+    async def broken(name: str) -> bytes | None:
+        raise KeyLookupError("SERVFAIL")
+
+    assert (await verify_dkim(raw, broken)).verdict is DkimVerdict.TEMPERROR
+
+
+async def test_unsigned_mail_is_none(report_mail: MailFactory) -> None:
+    result = await verify_dkim(report_mail(REPORT), serving({}))
+    assert (result.verdict, result.domain) == (DkimVerdict.NONE, None)
+
+
+async def test_real_google_mail_without_its_key_fails_cleanly() -> None:
+    raw = (SAMPLES / "eml/google_cardinalhealth-ca_2024-09-03.eml").read_bytes()
+    lookup = serving({})
+    result = await verify_dkim(raw, lookup)
+    assert (result.verdict, result.domain) == (DkimVerdict.FAIL, "google.com")
+    assert lookup.asked == ["20230601._domainkey.google.com"]  # type: ignore[attr-defined]
+
+
+async def test_any_passing_signature_wins(
+    signing_key: SigningKey, report_mail: MailFactory
+) -> None:
+    broken = b"DKIM-Signature: v=1; a=rsa-sha256; d=other.example; s=x; h=from; bh=AA==; b=AA==\r\n"
+    raw = broken + signing_key.sign(report_mail(REPORT))
+    result = await verify_dkim(raw, serving({KEY_NAME: signing_key.record}))
+    assert (result.verdict, result.domain) == (DkimVerdict.PASS, SIGNING_DOMAIN)
