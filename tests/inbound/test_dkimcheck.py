@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import KEY_NAME, SIGNING_DOMAIN, MailFactory, SigningKey
-
 from app.inbound.dkimcheck import DkimVerdict, KeyLookupError, verify_dkim
+from tests.inbound.mailkit import KEY_NAME, SIGNING_DOMAIN, MailFactory, SigningKey
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 REPORT = (SAMPLES / "json/google_foo-bar-io_2025-05-22.json").read_bytes()

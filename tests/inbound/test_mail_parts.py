@@ -6,11 +6,11 @@ import gzip
 from pathlib import Path
 
 import pytest
-from conftest import MailFactory
 
 from app.inbound.mail import MAX_PARTS, NoReportError, find_report
 from app.tlsrpt.inflate import inflate_gzip
 from app.tlsrpt.received_json import parse_report
+from tests.inbound.mailkit import MailFactory
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 REPORT = (SAMPLES / "json/google_foo-bar-io_2025-05-22.json").read_bytes()
@@ -107,9 +107,7 @@ def test_no_report(raw: bytes, reason: str) -> None:
 
 
 def test_too_many_parts_refused() -> None:
-    parts = b"".join(
-        b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(MAX_PARTS + 1)
-    )
+    parts = b"".join(b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(MAX_PARTS + 1))
     raw = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + parts + b"--b--\r\n"
     with pytest.raises(NoReportError, match="more than 1000 MIME parts"):
         find_report(raw)

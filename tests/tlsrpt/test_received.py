@@ -213,8 +213,19 @@ def test_bad_ip_and_domain_named_with_path() -> None:
     doc["policies"][0]["failure-details"] = [
         {"result-type": "certificate-expired", "failed-session-count": 1, "receiving-ip": "1.2.3"}
     ]
+    doc["policies"][0]["failure-details"].append(
+        {
+            "result-type": "certificate-expired",
+            "failed-session-count": 1,
+            "sending-mta-ip": "fe80::1%eth0",
+        }
+    )
     found = problems(doc)
     assert found[0].startswith("policies[0].policy.policy-domain: invalid label")
+    # PostgreSQL's inet can not hold a zone index: refused here, not a 500 later.
+    assert found[2] == (
+        "policies[0].failure-details[1].sending-mta-ip: 'fe80::1%eth0' is not an IP address"
+    )
     assert found[1] == "policies[0].failure-details[0].receiving-ip: '1.2.3' is not an IP address"
 
 
