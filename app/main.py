@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic.json_schema import models_json_schema
 
 from app import metrics
-from app.api import days, health, ingest
+from app.api import days, health, inbound, ingest
 from app.api.errors import install_error_handlers
 from app.config import Settings
 from app.logs import request_id
@@ -112,6 +112,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(ingest.router)
     app.include_router(days.router)
+    app.include_router(inbound.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def _metrics() -> Response:

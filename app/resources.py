@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from app.config import Settings
 from app.db.pool import Pool
+from app.inbound.dkimcheck import TxtLookup
 from app.tokens.service import Authenticator
 
 
@@ -26,6 +27,9 @@ class Resources:
     clock: Callable[[], datetime] = utc_now
     # Revisions the code expects; /readyz compares them with the database's.
     expected_heads: frozenset[str] = frozenset()
+    # DKIM key lookups for incoming report mails (app.inbound.keys); None: dkimpy's
+    # system resolver. Tests pass a fake serving their test key.
+    dkim_lookup: TxtLookup | None = None
     authenticator: Authenticator = field(init=False)
 
     def __post_init__(self) -> None:

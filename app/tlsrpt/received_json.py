@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from app.tlsrpt.model import PolicyType
-from app.tlsrpt.names import normalise_domain, normalise_ip
+from app.tlsrpt.names import normalise_domain, normalise_ip, normalise_mx_pattern
 from app.tlsrpt.received import (
     InvalidReportError,
     Limits,
@@ -176,7 +176,7 @@ class _Reader:
             # Microsoft sends the TLSA records as one JSON-encoded array string.
             if policy_type is PolicyType.TLSA and len(strings) == 1 and strings[0][:1] == "[":
                 strings = _json_string_list(strings[0]) or strings
-            mx_hosts = [h.lower().rstrip(".") for h in self.text_list(body, "mx-host", where)]
+            mx_hosts = [_mx_pattern(h) for h in self.text_list(body, "mx-host", where)]
         if summary is not None:
             where = f"{path}.summary"
             successes = self.count(summary, "total-successful-session-count", where)
@@ -333,6 +333,15 @@ class _Reader:
             return None
         # A date-time without a zone is read as UTC, the zone every report uses.
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _mx_pattern(text: str) -> str:
+    # `mx-host` only informs the reader: a pattern that is not a valid one is kept as
+    # written (lower-cased) rather than refusing the sender's whole report.
+    try:
+        return normalise_mx_pattern(text)
+    except ValueError:
+        return text.lower().rstrip(".")
 
 
 def _json_string_list(text: str) -> list[str] | None:

@@ -232,10 +232,10 @@ def test_bad_ip_and_domain_named_with_path() -> None:
 def test_policy_domain_normalised_to_a_label() -> None:
     doc = minimal()
     doc["policies"][0]["policy"]["policy-domain"] = "Bücher.Example."
-    doc["policies"][0]["policy"]["mx-host"] = ["MX1.Bücher.example.", ""]
+    doc["policies"][0]["policy"]["mx-host"] = ["MX1.Bücher.example.", "", "*.Weird_Host!"]
     policy = parse(doc).policies[0]
     assert policy.policy_domain == "xn--bcher-kva.example"
-    assert policy.mx_host == ("mx1.bücher.example",)
+    assert policy.mx_host == ("mx1.xn--bcher-kva.example", "*.weird_host!")
 
 
 def test_problems_are_capped_and_escaped() -> None:
