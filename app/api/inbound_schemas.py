@@ -115,9 +115,7 @@ class SenderDaySummary(BaseModel):
                     failed_sessions=mx.failed_sessions,
                     result_types=sorted(mx.result_types),
                 )
-                for mx in sorted(
-                    entry.mx_hosts.values(), key=lambda m: (-m.failed_sessions, m.mx_host or "")
-                )
+                for mx in entry.mx_by_failures()
             ],
             sending_ips=sorted(entry.sending_ips),
         )

@@ -219,6 +219,10 @@ class SenderDay:
     mx_hosts: dict[str | None, MxSummary] = field(default_factory=dict)
     sending_ips: set[str] = field(default_factory=set)
 
+    def mx_by_failures(self) -> list[MxSummary]:
+        """MX hosts, the most failed first."""
+        return sorted(self.mx_hosts.values(), key=lambda m: (-m.failed_sessions, m.mx_host or ""))
+
 
 async def summarize(
     resources: Resources, domain: str, from_day: date, to_day: date

@@ -1,0 +1,59 @@
+"""`tlsrpt token create --scope inbound` and `tlsrpt inbound summary` as an operator runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.inbound.test_read_api import REPORTS
+
+ROOT = Path(__file__).resolve().parents[2]
+JSON = {"Content-Type": "application/tlsrpt+json"}
+
+
+def tlsrpt(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TLSRPT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env={**clean, "TLSRPT_LOG_LEVEL": "WARNING", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_inbound_token_and_summary_table(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    env = {"TLSRPT_DATABASE_URL": database_url}
+    created = tlsrpt("token", "create", "--scope", "inbound", "--name", "rua", env=env)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    for body in REPORTS.values():
+        response = await client.post(f"/v1/tlsrpt/{token}", content=body, headers=JSON)
+        assert response.status_code == 201, response.text
+
+    done = tlsrpt(
+        "inbound", "summary", "Example.com", "--from", "2024-05-01", "--to", "2024-05-02", env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "Reports about example.com from 2024-05-01 to 2024-05-02",
+        "DAY         ORGANIZATION  REPORTS  OK  FAILED  FAILURE TYPES",
+        "2024-05-01  Google Inc.   1        40  0       -",
+        "2024-05-01  Microsoft     1        10  11      certificate-expired 7, "
+        "starttls-not-supported 3, x-new-kind 1",
+        "    MX mx1.example.com (192.0.2.1, 192.0.2.2): 7 failed, certificate-expired",
+        "    MX mx2.example.com (192.0.2.3): 3 failed, starttls-not-supported",
+        "    MX (MX not reported): 1 failed, x-new-kind",
+    ]
+    nothing = tlsrpt("inbound", "summary", "nobody.example", "--to", "2024-05-02", env=env)
+    assert nothing.stdout.splitlines()[-1] == "no reports received"
+    bad = tlsrpt("inbound", "summary", "bad domain!", env=env)
+    assert bad.returncode == 2 and "invalid domain" in bad.stderr
