@@ -20,15 +20,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the API (embedded database unless configured)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument(
+        "--lmtp",
+        metavar="HOST:PORT",
+        type=_listen_address,
+        help="also receive report mails by LMTP here (TLSRPT_INBOUND__LMTP_RECIPIENTS)",
+    )
     p.set_defaults(func=serve)
+
+
+def _listen_address(value: str) -> str:
+    from app.inbound.lmtp import parse_listen_address
+
+    try:
+        parse_listen_address(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def serve(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
+    from app.inbound.lmtp import lmtp_hook
     from app.main import create_app
 
+    hooks = [lmtp_hook(args.lmtp)] if args.lmtp else []
     with database_url(settings) as url:
-        app = create_app(settings, database_url=url, on_start=[])
+        app = create_app(settings, database_url=url, on_start=hooks)
         config = uvicorn.Config(
             app,
             host=args.host,

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import os
+import smtplib
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
+import psycopg
 
+from tests.inbound.mailkit import build_report_mail
 from tests.inbound.test_read_api import REPORTS
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON = {"Content-Type": "application/tlsrpt+json"}
+RFC_SAMPLE = ROOT / "tests/samples/json/rfc8460_appendix-b_verbatim.json"
 
 
 def tlsrpt(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -57,3 +63,52 @@ async def test_inbound_token_and_summary_table(
     assert nothing.stdout.splitlines()[-1] == "no reports received"
     bad = tlsrpt("inbound", "summary", "bad domain!", env=env)
     assert bad.returncode == 2 and "invalid domain" in bad.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_with_lmtp_listener(database_url: str, tmp_path: Path) -> None:
+    http_port, lmtp_port = free_port(), free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TLSRPT_")}
+    env = {
+        **clean,
+        "TLSRPT_DATABASE_URL": database_url,
+        "TLSRPT_LOG_LEVEL": "WARNING",
+        "TLSRPT_INBOUND__LMTP_RECIPIENTS": "tls-reports@example.com",
+    }
+    command = [sys.executable, "-m", "app", "serve", "--port", str(http_port)]
+    command += ["--lmtp", f"127.0.0.1:{lmtp_port}"]
+    raw = build_report_mail(RFC_SAMPLE.read_bytes())
+    with (
+        (tmp_path / "stderr").open("wb") as stderr,
+        subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        ) as process,
+    ):
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client = smtplib.LMTP("127.0.0.1", lmtp_port, timeout=5)
+                    break
+                except OSError:
+                    assert process.poll() is None, (tmp_path / "stderr").read_text()
+                    assert time.monotonic() < deadline, "the LMTP listener did not start"
+                    time.sleep(0.2)
+            with client:
+                refused = client.sendmail(
+                    "a@reporter.example", ["x@example.com", "tls-reports@example.com"], raw
+                )
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    assert refused == {
+        "x@example.com": (550, b"5.1.1 <x@example.com> is not a TLSRPT report address here")
+    }
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT report_id, received_via FROM inbound_reports").fetchall()
+    assert row == [("5065427c-23d3-47ca-b6e0-946ea0e8c4be", "lmtp")]
