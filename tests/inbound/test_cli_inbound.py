@@ -13,25 +13,13 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from tests.cli.test_cli import tlsrpt
 from tests.inbound.mailkit import build_report_mail
 from tests.inbound.test_read_api import REPORTS
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON = {"Content-Type": "application/tlsrpt+json"}
 RFC_SAMPLE = ROOT / "tests/samples/json/rfc8460_appendix-b_verbatim.json"
-
-
-def tlsrpt(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TLSRPT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=ROOT,
-        env={**clean, "TLSRPT_LOG_LEVEL": "WARNING", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 async def test_inbound_token_and_summary_table(
