@@ -60,9 +60,7 @@ class ReportHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         status = await self._store(raw if isinstance(raw, bytes) else raw.encode())
         # RFC 2033 §4.2: one reply per accepted recipient.

@@ -3,7 +3,7 @@
 Every way in (HTTPS POST, a whole mail over HTTP, LMTP) ends in `_store`: the report is
 read and validated before any I/O, the DKIM keys of a mail are fetched before the
 transaction opens, and the report with its policies and failure details is written in
-one transaction. The same (organization, report-id) received again, by any route, is
+one statement. The same (organization, report-id) received again, by any route, is
 acknowledged as a duplicate and stored once (RFC 8460 gives no other identity).
 """
 
@@ -86,13 +86,9 @@ async def _store(
     dkim: DkimResult | None = None,
 ) -> Receipt:
     row = _report_row(report, data, via, found, dkim)
-    async with resources.pool.connection() as conn, conn.transaction():
-        report_pk, inserted = await store.upsert_report(conn, row)
-        if inserted:
-            policies, failures = _policy_rows(report_pk, report)
-            await store.insert_policies(conn, policies)
-            if failures:
-                await store.insert_failures(conn, failures)
+    policies, failures = _policy_rows(report)
+    async with resources.pool.connection() as conn:
+        report_pk, inserted = await store.insert_report(conn, row, policies, failures)
     log.info(
         "inbound_report_received",
         extra={
@@ -146,15 +142,12 @@ def _report_row(
     }
 
 
-def _policy_rows(
-    report_pk: int, report: ReceivedReport
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _policy_rows(report: ReceivedReport) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     policies: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     for position, p in enumerate(report.policies):
         policies.append(
             {
-                "report_pk": report_pk,
                 "position": position,
                 "policy_type": p.policy_type.value,
                 "policy_domain": p.policy_domain,
@@ -168,7 +161,6 @@ def _policy_rows(
         for index, f in enumerate(p.failures):
             failures.append(
                 {
-                    "report_pk": report_pk,
                     "policy_position": position,
                     "position": index,
                     "result_type": f.result_type,

@@ -1,8 +1,8 @@
 """SQL for received reports (inbound_reports, inbound_policies, inbound_failures).
 
-A report is written in three statements: the report row (its unique key settles
-duplicates), then all its policies and all its failure details, each as one multi-row
-insert from a JSON record set. Summaries aggregate in SQL.
+A report is written in one statement: the report row (its unique key settles
+duplicates) and, when it is new, all its policies and failure details as multi-row
+inserts from JSON record sets. Summaries aggregate in SQL.
 """
 
 from __future__ import annotations
@@ -34,68 +34,74 @@ def _jsonb(value: object) -> Jsonb:
     return Jsonb(value, dumps=lambda obj: orjson.dumps(obj).decode())
 
 
-async def upsert_report(conn: Conn, row: dict[str, Any]) -> tuple[int, bool]:
-    """Insert the report row; on (organization, report-id) conflict count the resend.
+async def insert_report(
+    conn: Conn,
+    report: dict[str, Any],
+    policies: list[dict[str, Any]],
+    failures: list[dict[str, Any]],
+) -> tuple[int, bool]:
+    """Store a report with its policies and failure details, in one statement.
 
-    Returns the row id and whether this call inserted it.
+    On an (organization, report-id) conflict only the resend is counted. Returns the
+    row id and whether this call inserted it. One statement is one round trip and
+    atomic on its own; the failure rows' foreign keys are checked at its end, after the
+    sibling policy rows exist.
     """
-    params = dict(row, extra=_jsonb(row["extra"]) if row["extra"] else None)
+    params = dict(
+        report,
+        extra=_jsonb(report["extra"]) if report["extra"] else None,
+        policies=_jsonb(policies),
+        failures=_jsonb(failures),
+    )
     cur = await conn.execute(
         """
-        INSERT INTO inbound_reports AS r (organization_name, report_id, contact_info,
-            start_at, end_at, day, policy_domains, policy_count, success_count,
-            failure_count, has_failures, received_via, report_json, extra, mail_from,
-            mail_subject, mail_message_id, mail_report_domain, mail_submitter,
-            mail_filename, dkim_verdict, dkim_domain, dkim_reason)
-        VALUES (%(organization_name)s, %(report_id)s, %(contact_info)s, %(start_at)s,
-            %(end_at)s, %(day)s, %(policy_domains)s, %(policy_count)s, %(success_count)s,
-            %(failure_count)s, %(has_failures)s, %(received_via)s, %(report_json)s,
-            %(extra)s, %(mail_from)s, %(mail_subject)s, %(mail_message_id)s,
-            %(mail_report_domain)s, %(mail_submitter)s, %(mail_filename)s,
-            %(dkim_verdict)s, %(dkim_domain)s, %(dkim_reason)s)
-        ON CONFLICT (organization_name, report_id) DO UPDATE SET
-            times_received = r.times_received + 1, last_received_at = now()
-        RETURNING id, (xmax = 0) AS inserted
+        WITH r AS (
+            INSERT INTO inbound_reports AS r (organization_name, report_id, contact_info,
+                start_at, end_at, day, policy_domains, policy_count, success_count,
+                failure_count, has_failures, received_via, report_json, extra, mail_from,
+                mail_subject, mail_message_id, mail_report_domain, mail_submitter,
+                mail_filename, dkim_verdict, dkim_domain, dkim_reason)
+            VALUES (%(organization_name)s, %(report_id)s, %(contact_info)s, %(start_at)s,
+                %(end_at)s, %(day)s, %(policy_domains)s, %(policy_count)s,
+                %(success_count)s, %(failure_count)s, %(has_failures)s, %(received_via)s,
+                %(report_json)s, %(extra)s, %(mail_from)s, %(mail_subject)s,
+                %(mail_message_id)s, %(mail_report_domain)s, %(mail_submitter)s,
+                %(mail_filename)s, %(dkim_verdict)s, %(dkim_domain)s, %(dkim_reason)s)
+            ON CONFLICT (organization_name, report_id) DO UPDATE SET
+                times_received = r.times_received + 1, last_received_at = now()
+            RETURNING id, (xmax = 0) AS inserted
+        ), p AS (
+            INSERT INTO inbound_policies (report_pk, position, policy_type, policy_domain,
+                policy_string, mx_host, success_count, failure_count, extra)
+            SELECT r.id, x.position, x.policy_type, x.policy_domain, x.policy_string,
+                x.mx_host, x.success_count, x.failure_count, x.extra
+            FROM r, jsonb_to_recordset(%(policies)s) AS x(position integer,
+                policy_type text, policy_domain text, policy_string text[], mx_host text[],
+                success_count bigint, failure_count bigint, extra jsonb)
+            WHERE r.inserted
+        ), f AS (
+            INSERT INTO inbound_failures (report_pk, policy_position, position,
+                result_type, sending_mta_ip, receiving_mx_hostname, receiving_mx_helo,
+                receiving_ip, additional_information, failure_reason_code,
+                failed_session_count, extra)
+            SELECT r.id, x.policy_position, x.position, x.result_type, x.sending_mta_ip,
+                x.receiving_mx_hostname, x.receiving_mx_helo, x.receiving_ip,
+                x.additional_information, x.failure_reason_code, x.failed_session_count,
+                x.extra
+            FROM r, jsonb_to_recordset(%(failures)s) AS x(policy_position integer,
+                position integer, result_type text, sending_mta_ip inet,
+                receiving_mx_hostname text, receiving_mx_helo text, receiving_ip inet,
+                additional_information text, failure_reason_code text,
+                failed_session_count bigint, extra jsonb)
+            WHERE r.inserted
+        )
+        SELECT id, inserted FROM r
         """,
         params,
     )
     found = await cur.fetchone()
     assert found is not None
     return int(found[0]), bool(found[1])  # type: ignore[call-overload]
-
-
-async def insert_policies(conn: Conn, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(
-        """
-        INSERT INTO inbound_policies (report_pk, position, policy_type, policy_domain,
-            policy_string, mx_host, success_count, failure_count, extra)
-        SELECT r.report_pk, r.position, r.policy_type, r.policy_domain, r.policy_string,
-            r.mx_host, r.success_count, r.failure_count, r.extra
-        FROM jsonb_to_recordset(%(rows)s) AS r(report_pk bigint, position integer,
-            policy_type text, policy_domain text, policy_string text[], mx_host text[],
-            success_count bigint, failure_count bigint, extra jsonb)
-        """,
-        {"rows": _jsonb(rows)},
-    )
-
-
-async def insert_failures(conn: Conn, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(
-        """
-        INSERT INTO inbound_failures (report_pk, policy_position, position, result_type,
-            sending_mta_ip, receiving_mx_hostname, receiving_mx_helo, receiving_ip,
-            additional_information, failure_reason_code, failed_session_count, extra)
-        SELECT r.report_pk, r.policy_position, r.position, r.result_type, r.sending_mta_ip,
-            r.receiving_mx_hostname, r.receiving_mx_helo, r.receiving_ip,
-            r.additional_information, r.failure_reason_code, r.failed_session_count, r.extra
-        FROM jsonb_to_recordset(%(rows)s) AS r(report_pk bigint, policy_position integer,
-            position integer, result_type text, sending_mta_ip inet,
-            receiving_mx_hostname text, receiving_mx_helo text, receiving_ip inet,
-            additional_information text, failure_reason_code text,
-            failed_session_count bigint, extra jsonb)
-        """,
-        {"rows": _jsonb(rows)},
-    )
 
 
 _REPORT_COLUMNS = """

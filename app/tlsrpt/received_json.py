@@ -15,6 +15,7 @@ while parsing, so hostile input costs bounded memory.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,8 +35,9 @@ from app.tlsrpt.received import (
 from app.tlsrpt.text import display
 
 MAX_ERRORS = 20
-# A report is five levels deep; unknown keys may nest a little further.
-MAX_DEPTH = 16
+# The reader walks the known fields by their shape; values of unknown keys, kept
+# verbatim, may nest this deep.
+MAX_DEPTH = 8
 MAX_COUNT = 2**63 - 1
 # Identity strings (organization, report-id) and single values are bounded for storage.
 MAX_NAME_CHARS = 1024
@@ -46,6 +48,17 @@ _DETAIL_STRINGS = (
     "additional-information", "failure-reason-code",
 )  # fmt: skip
 _DETAIL_IPS = frozenset({"sending-mta-ip", "receiving-ip"})
+_POLICY_TYPES = {t.value: t for t in PolicyType}
+_REPORT_KEYS = frozenset(
+    {"organization-name", "contact-info", "report-id", "date-range", "policies"}
+)
+_RANGE_KEYS = frozenset({"start-datetime", "end-datetime"})
+_ENTRY_KEYS = frozenset({"policy", "summary", "failure-details"})
+_POLICY_KEYS = frozenset({"policy-type", "policy-domain", "policy-string", "mx-host"})
+_SUMMARY_KEYS = frozenset({"total-successful-session-count", "total-failure-session-count"})
+_DETAIL_KEYS = frozenset({"result-type", "failed-session-count", *_DETAIL_STRINGS})
+# Reports repeat the same few addresses: parse each once.
+_ip = functools.lru_cache(maxsize=65536)(normalise_ip)
 
 
 def parse_report(data: bytes, limits: Limits | None = None) -> ReceivedReport:
@@ -62,27 +75,40 @@ def parse_report(data: bytes, limits: Limits | None = None) -> ReceivedReport:
     except orjson.JSONDecodeError as exc:
         reason = f"not valid JSON: {display(str(exc))}"
         raise InvalidReportError([ReportProblem("", reason)]) from None
-    _check_shape(doc)
+    # NUL can only arrive as the escape `\u0000` (raw control bytes are not JSON), so
+    # only a body holding that text needs its strings looked at.
+    if b"\\u0000" in data:
+        _check_no_nul(doc)
     return _Reader(limits).report(doc)
 
 
-def _check_shape(doc: Any) -> None:
-    """Refuse deep nesting and NUL characters (PostgreSQL text can not hold NUL)."""
-    stack: list[tuple[Any, int]] = [(doc, 1)]
+def _depth(value: Any) -> int:
+    """How deeply `value` nests JSON containers, walked level by level."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    depth = 0
+    while level and depth <= MAX_DEPTH:
+        depth += 1
+        below: list[Any] = []
+        for container in level:
+            values = container.values() if isinstance(container, dict) else container
+            below.extend(v for v in values if isinstance(v, (dict, list)))
+        level = below
+    return depth
+
+
+def _check_no_nul(doc: Any) -> None:
+    """Refuse NUL characters in keys and strings: PostgreSQL text can not hold them."""
+    stack = [doc]
     while stack:
-        value, depth = stack.pop()
+        value = stack.pop()
         if isinstance(value, str):
             if "\x00" in value:
                 raise InvalidReportError([ReportProblem("", "a string contains a NUL character")])
-        elif isinstance(value, dict | list):
-            if depth > MAX_DEPTH:
-                raise InvalidReportError(
-                    [ReportProblem("", f"JSON nested deeper than {MAX_DEPTH} levels")]
-                )
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, item in items:
-                stack.append((key, depth))
-                stack.append((item, depth + 1))
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
 
 
 class _Stop(Exception):
@@ -120,8 +146,7 @@ class _Reader:
         report_id = self.required_text(doc, "report-id", "", MAX_NAME_CHARS)
         start_at = end_at = None
         date_range = self.object(doc, "date-range", "")
-        extra = _unknown(doc, {"organization-name", "contact-info", "report-id",
-                               "date-range", "policies"})  # fmt: skip
+        extra = self.unknown_keys(doc, _REPORT_KEYS, "", "")
         if date_range is not None:
             start_at = self.datetime(date_range, "start-datetime", "date-range")
             end_at = self.datetime(date_range, "end-datetime", "date-range")
@@ -129,7 +154,7 @@ class _Reader:
             # both say "this day"; only a range that ends before it starts is wrong.
             if start_at and end_at and end_at < start_at:
                 self.fail("date-range", "end-datetime is before start-datetime")
-            extra |= _unknown(date_range, {"start-datetime", "end-datetime"}, "date-range.")
+            extra |= self.unknown_keys(date_range, _RANGE_KEYS, "date-range", "date-range.")
         policies = self.policies(doc)
         if self.problems:
             return None
@@ -187,11 +212,9 @@ class _Reader:
             or successes is None or failed is None
         ):  # fmt: skip
             return None
-        extra = _unknown(entry, {"policy", "summary", "failure-details"})
-        extra |= _unknown(body, {"policy-type", "policy-domain", "policy-string", "mx-host"},
-                          "policy.")  # fmt: skip
-        extra |= _unknown(summary, {"total-successful-session-count",
-                                    "total-failure-session-count"}, "summary.")  # fmt: skip
+        extra = self.unknown_keys(entry, _ENTRY_KEYS, path, "")
+        extra |= self.unknown_keys(body, _POLICY_KEYS, f"{path}.policy", "policy.")
+        extra |= self.unknown_keys(summary, _SUMMARY_KEYS, f"{path}.summary", "summary.")
         return ReceivedPolicy(
             policy_type, domain, tuple(strings), tuple(mx_hosts), successes, failed,
             tuple(failures), extra,
@@ -202,15 +225,14 @@ class _Reader:
         if value is None:
             self.fail(f"{where}.policy-type", "missing")
             return None
-        try:
-            return PolicyType(value)
-        except ValueError:
+        found = _POLICY_TYPES.get(value) if isinstance(value, str) else None
+        if found is None:
             self.fail(
                 f"{where}.policy-type",
                 f"unknown policy-type '{display(str(value), 64)}' "
                 "(expected sts, tlsa or no-policy-found)",
             )
-            return None
+        return found
 
     def failures(self, entry: dict[str, Any], path: str) -> list[ReceivedFailure]:
         items = entry.get("failure-details")
@@ -242,16 +264,31 @@ class _Reader:
             value = self.optional_text(item, key, where)
             if value is not None and key in _DETAIL_IPS:
                 try:
-                    value = normalise_ip(value)
+                    value = _ip(value)
                 except ValueError:
                     self.fail(f"{where}.{key}", f"'{display(value, 64)}' is not an IP address")
             values[key.replace("-", "_")] = value
         if result_type is None or count is None:
             return None
-        extra = _unknown(item, {"result-type", "failed-session-count", *_DETAIL_STRINGS})
+        extra = self.unknown_keys(item, _DETAIL_KEYS, where, "")
         return ReceivedFailure(result_type, count, **values, extra=extra)
 
     # JSON value readers: each records a problem and returns None when it can not read
+
+    def unknown_keys(
+        self, doc: dict[str, Any], known: frozenset[str], path: str, prefix: str
+    ) -> dict[str, Any]:
+        """Unknown keys of `doc`, kept verbatim (as `prefix` + key) when not too deep."""
+        unknown = doc.keys() - known
+        if not unknown:
+            return {}
+        kept = {}
+        for key in sorted(unknown):
+            if _depth(doc[key]) > MAX_DEPTH:
+                self.fail(_join(path, key), f"nested deeper than {MAX_DEPTH} levels")
+            else:
+                kept[prefix + key] = doc[key]
+        return kept
 
     def object(self, doc: dict[str, Any], key: str, path: str) -> dict[str, Any] | None:
         value = doc.get(key)
@@ -296,7 +333,8 @@ class _Reader:
         if not isinstance(items, list):
             self.fail(_join(path, key), "must be an array of strings")
             return []
-        result = []
+        if all(isinstance(item, str) and len(item) <= MAX_VALUE_CHARS for item in items):
+            return [text for text in (item.strip() for item in items) if text]
         for index, item in enumerate(items):
             if not isinstance(item, str):
                 self.fail(f"{_join(path, key)}[{index}]", "must be a string")
@@ -304,9 +342,7 @@ class _Reader:
                 self.fail(
                     f"{_join(path, key)}[{index}]", f"longer than {MAX_VALUE_CHARS} characters"
                 )
-            elif item.strip():
-                result.append(item.strip())
-        return result
+        return []
 
     def count(self, doc: dict[str, Any], key: str, path: str) -> int | None:
         value = doc.get(key)
@@ -352,10 +388,6 @@ def _json_string_list(text: str) -> list[str] | None:
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return [v.strip() for v in value if v.strip()]
     return None
-
-
-def _unknown(doc: dict[str, Any], known: set[str], prefix: str = "") -> dict[str, Any]:
-    return {prefix + k: v for k, v in doc.items() if k not in known}
 
 
 def _join(path: str, key: str) -> str:

@@ -261,8 +261,14 @@ def test_nesting_and_nul_refused() -> None:
         deep = [deep]
     with pytest.raises(InvalidReportError, match="nested deeper"):
         parse(minimal(x=deep))
+    with pytest.raises(InvalidReportError, match="x: nested deeper than 8 levels"):
+        parse(minimal(x=deep))
     with pytest.raises(InvalidReportError, match="NUL"):
         parse(minimal(**{"report-id": "a\x00b"}))
+    with pytest.raises(InvalidReportError, match="NUL"):
+        parse(minimal(**{"x-\x00": 1}))
+    # A backslash followed by `u0000` is text, not NUL.
+    assert parse(minimal(**{"report-id": "a\\u0000b"})).report_id == "a\\u0000b"
 
 
 def test_item_caps() -> None:
