@@ -121,7 +121,8 @@ async def list_reports(conn: Conn, where: ReportFilter) -> list[dict[str, Any]]:
             + _REPORT_COLUMNS
             + """
             FROM inbound_reports
-            WHERE (%(domain)s::text IS NULL OR policy_domains @> ARRAY[%(domain)s::text])
+            WHERE (%(domain)s::text IS NULL OR id IN (
+                    SELECT report_pk FROM inbound_policies WHERE policy_domain = %(domain)s))
               AND (%(organization)s::text IS NULL OR organization_name = %(organization)s)
               AND (%(from_day)s::date IS NULL OR day >= %(from_day)s)
               AND (%(to_day)s::date IS NULL OR day <= %(to_day)s)
