@@ -220,9 +220,11 @@ async def get_summary(
             f"`from` must not be after `to`, and the range at most {MAX_SUMMARY_DAYS} days",
         )
     entries = await service.summarize(resources, policy_domain, from_day, to_day)
-    return InboundSummary(
-        domain=policy_domain,
-        from_day=from_day,
-        to_day=to_day,
-        days=[SenderDaySummary.of(e) for e in entries],
+    return InboundSummary.model_validate(
+        {
+            "domain": policy_domain,
+            "from": from_day,
+            "to": to_day,
+            "days": [SenderDaySummary.of(e) for e in entries],
+        }
     )

@@ -111,7 +111,7 @@ def _leaves(message: Message) -> list[Message]:
             raise NoReportError(f"the mail has more than {MAX_PARTS} MIME parts")
         children = part.get_payload() if part.is_multipart() else None
         if isinstance(children, list):
-            stack.extend(reversed(children))
+            stack.extend(c for c in reversed(children) if isinstance(c, Message))
         else:
             leaves.append(part)
     return leaves

@@ -9,12 +9,14 @@ acknowledged as a duplicate and stored once (RFC 8460 gives no other identity).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from app.config import InboundSettings
 from app.inbound import store
@@ -32,6 +34,11 @@ log = logging.getLogger(__name__)
 
 # The summary lists at most this many sending IPs per (day, organization).
 MAX_SUMMARY_IPS = 50
+# Bodies up to this size are read on the event loop (a typical report: about a
+# millisecond); larger ones on a worker thread.
+IN_PLACE_BYTES = 64 * 1024
+
+T = TypeVar("T")
 
 
 class Via(StrEnum):
@@ -60,17 +67,29 @@ def read_report_body(data: bytes, settings: InboundSettings) -> tuple[bytes, Rec
 
 async def receive_report(resources: Resources, body: bytes) -> Receipt:
     """A report POSTed to the rua endpoint (RFC 8460 §5.4)."""
-    data, report = read_report_body(body, resources.settings.inbound)
+    data, report = await _off_loop_if_large(
+        len(body), read_report_body, body, resources.settings.inbound
+    )
     return await _store(resources, report, data, Via.HTTPS)
 
 
 async def receive_mail(resources: Resources, raw: bytes, via: Via = Via.MAIL) -> Receipt:
     """A whole report mail (RFC 8460 §5.3); raise NoReportError when it holds none."""
-    found = find_report(raw)
-    data, report = read_report_body(found.data, resources.settings.inbound)
+    found = await _off_loop_if_large(len(raw), find_report, raw)
+    data, report = await _off_loop_if_large(
+        len(found.data), read_report_body, found.data, resources.settings.inbound
+    )
     # DNS before the transaction: no transaction waits on a key lookup.
     dkim = await verify_dkim(raw, key_lookup(resources))
     return await _store(resources, report, data, via, found, dkim)
+
+
+async def _off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T:
+    """Run CPU work on a thread when the input is large, so other requests keep moving
+    while a big report inflates and parses; small inputs are cheaper run in place."""
+    if size > IN_PLACE_BYTES:
+        return await asyncio.to_thread(work, *args)
+    return work(*args)
 
 
 def key_lookup(resources: Resources) -> TxtLookup:

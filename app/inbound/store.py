@@ -104,22 +104,16 @@ async def insert_report(
     return int(found[0]), bool(found[1])  # type: ignore[call-overload]
 
 
-_REPORT_COLUMNS = """
-    id, organization_name, report_id, contact_info, start_at, end_at, day,
-    policy_domains, policy_count, success_count, failure_count, has_failures, received_via,
-    received_at, times_received, last_received_at, mail_from, mail_subject,
-    mail_message_id, mail_report_domain, mail_submitter, mail_filename, dkim_verdict,
-    dkim_domain, dkim_reason
-"""
-
-
 async def list_reports(conn: Conn, where: ReportFilter) -> list[dict[str, Any]]:
     """Reports newest first (by id), filtered; `before_id` pages backwards."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "SELECT"
-            + _REPORT_COLUMNS
-            + """
+            """
+            SELECT id, organization_name, report_id, contact_info, start_at, end_at, day,
+                policy_domains, policy_count, success_count, failure_count, has_failures,
+                received_via, received_at, times_received, last_received_at, mail_from,
+                mail_subject, mail_message_id, mail_report_domain, mail_submitter,
+                mail_filename, dkim_verdict, dkim_domain, dkim_reason
             FROM inbound_reports
             WHERE (%(domain)s::text IS NULL OR id IN (
                     SELECT report_pk FROM inbound_policies WHERE policy_domain = %(domain)s))
@@ -145,42 +139,36 @@ async def list_reports(conn: Conn, where: ReportFilter) -> list[dict[str, Any]]:
 
 
 async def get_report(conn: Conn, report_pk: int) -> dict[str, Any] | None:
+    """One report with its original JSON (`report_json`)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "SELECT" + _REPORT_COLUMNS + ", report_json FROM inbound_reports WHERE id = %(id)s",
+            """
+            SELECT id, organization_name, report_id, contact_info, start_at, end_at, day,
+                policy_domains, policy_count, success_count, failure_count, has_failures,
+                received_via, received_at, times_received, last_received_at, mail_from,
+                mail_subject, mail_message_id, mail_report_domain, mail_submitter,
+                mail_filename, dkim_verdict, dkim_domain, dkim_reason, report_json
+            FROM inbound_reports WHERE id = %(id)s
+            """,
             {"id": report_pk},
         )
         return await cur.fetchone()
 
 
-async def get_report_pk(conn: Conn, organization: str, report_id: str) -> int | None:
-    cur = await conn.execute(
-        """
-        SELECT id FROM inbound_reports
-        WHERE organization_name = %(organization)s AND report_id = %(report_id)s
-        """,
-        {"organization": organization, "report_id": report_id},
-    )
-    row = await cur.fetchone()
-    return None if row is None else int(row[0])  # type: ignore[call-overload]
-
-
-# Summary of one policy domain over a range of days, per (day, organization).
-_SUMMARY_SCOPE = """
-    FROM inbound_policies p JOIN inbound_reports r ON r.id = p.report_pk
-    WHERE p.policy_domain = %(domain)s AND r.day BETWEEN %(from_day)s AND %(to_day)s
-"""
-
-
 async def list_summary_sessions(
     conn: Conn, domain: str, from_day: date, to_day: date
 ) -> list[tuple[date, str, int, int, int]]:
-    """(day, organization, reports, successful sessions, failed sessions)."""
+    """(day, organization, reports, successful sessions, failed sessions) of one policy
+    domain over a range of days."""
     cur = await conn.execute(
-        "SELECT r.day, r.organization_name, count(DISTINCT r.id),"
-        " sum(p.success_count), sum(p.failure_count)"
-        + _SUMMARY_SCOPE
-        + " GROUP BY r.day, r.organization_name ORDER BY r.day, r.organization_name",
+        """
+        SELECT r.day, r.organization_name, count(DISTINCT r.id), sum(p.success_count),
+            sum(p.failure_count)
+        FROM inbound_policies p JOIN inbound_reports r ON r.id = p.report_pk
+        WHERE p.policy_domain = %(domain)s AND r.day BETWEEN %(from_day)s AND %(to_day)s
+        GROUP BY r.day, r.organization_name
+        ORDER BY r.day, r.organization_name
+        """,
         {"domain": domain, "from_day": from_day, "to_day": to_day},
     )
     return [(d, o, int(n), int(ok), int(bad)) for d, o, n, ok, bad in await cur.fetchall()]  # type: ignore[misc, call-overload]
@@ -204,4 +192,4 @@ async def list_summary_failures(
         """,
         {"domain": domain, "from_day": from_day, "to_day": to_day},
     )
-    return [(*row[:6], int(row[6])) for row in await cur.fetchall()]  # type: ignore[misc, call-overload]
+    return [(*row[:6], int(row[6])) for row in await cur.fetchall()]  # type: ignore[call-overload]

@@ -43,7 +43,7 @@ class SigningKey:
             include_headers=SIGNED_HEADERS,
             tlsrpt=True,
         )
-        return signature + raw
+        return bytes(signature) + raw
 
 
 MailFactory = Callable[..., bytes]

@@ -74,9 +74,10 @@ async def stored(resources: Resources, report_pk: int) -> list[tuple[Any, ...]]:
             """,
             {"id": report_pk},
         )
+        rows: list[Any] = await cur.fetchall()
         return [
             (t, d, ok, bad, [(f[0], int(f[1]), f[2]) for f in failures])
-            for t, d, ok, bad, failures in await cur.fetchall()
+            for t, d, ok, bad, failures in rows
         ]
 
 
@@ -85,7 +86,8 @@ async def check_stored(
     report_pk: int, report_json: bytes,
 ) -> dict[str, Any]:  # fmt: skip
     assert await stored(resources, report_pk) == expected(report_json)
-    detail = (await client.get(f"/v1/inbound/reports/{report_pk}", headers=reader)).json()
+    response = await client.get(f"/v1/inbound/reports/{report_pk}", headers=reader)
+    detail: dict[str, Any] = response.json()
     assert detail["report"] == orjson.loads(report_json)
     doc = orjson.loads(report_json)
     assert detail["organization_name"] == doc["organization-name"]
