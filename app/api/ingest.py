@@ -34,7 +34,7 @@ MAX_REPORTED_ERRORS = 100
 class _ResultFieldsIn(ResultIn):
     """ResultIn with `policy` left raw: it is validated through `_validated_policy`."""
 
-    policy: Any  # type: ignore[assignment]
+    policy: Any
 
 
 _fields = TypeAdapter(list[_ResultFieldsIn])
