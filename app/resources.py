@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from app.config import Settings
 from app.db.pool import Pool
 from app.inbound.dkimcheck import TxtLookup
+from app.ingest.group_commit import GroupCommitter
 from app.tokens.service import Authenticator
 
 
@@ -31,11 +32,14 @@ class Resources:
     # system resolver. Tests pass a fake serving their test key.
     dkim_lookup: TxtLookup | None = None
     authenticator: Authenticator = field(init=False)
+    committer: GroupCommitter = field(init=False)
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.pool)
+        self.committer = GroupCommitter(self.pool)
 
     async def close(self) -> None:
+        await self.committer.close()
         await self.pool.close()
 
 
