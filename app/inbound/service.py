@@ -141,7 +141,6 @@ def _report_row(
         "start_at": report.start_at,
         "end_at": report.end_at,
         "day": report.day,
-        "policy_domains": sorted({p.policy_domain for p in report.policies}),
         "policy_count": len(report.policies),
         "success_count": sum(p.successful_sessions for p in report.policies),
         "failure_count": sum(p.failed_sessions for p in report.policies),

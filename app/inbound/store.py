@@ -31,7 +31,7 @@ class ReportFilter:
 
 
 def _jsonb(value: object) -> Jsonb:
-    return Jsonb(value, dumps=lambda obj: orjson.dumps(obj).decode())
+    return Jsonb(value, dumps=orjson.dumps)
 
 
 async def insert_report(
@@ -62,7 +62,10 @@ async def insert_report(
                 mail_subject, mail_message_id, mail_report_domain, mail_submitter,
                 mail_filename, dkim_verdict, dkim_domain, dkim_reason)
             VALUES (%(organization_name)s, %(report_id)s, %(contact_info)s, %(start_at)s,
-                %(end_at)s, %(day)s, %(policy_domains)s, %(policy_count)s,
+                %(end_at)s, %(day)s,
+                ARRAY(SELECT DISTINCT x.policy_domain
+                    FROM jsonb_to_recordset(%(policies)s) AS x(policy_domain text) ORDER BY 1),
+                %(policy_count)s,
                 %(success_count)s, %(failure_count)s, %(has_failures)s, %(received_via)s,
                 %(report_json)s, %(extra)s, %(mail_from)s, %(mail_subject)s,
                 %(mail_message_id)s, %(mail_report_domain)s, %(mail_submitter)s,
