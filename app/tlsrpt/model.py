@@ -57,8 +57,11 @@ class Policy:
     def key(self) -> bytes:
         """A stable 16-byte identity, the database key of the policy."""
         return _digest(
-            "policy", self.policy_type.value, self.policy_domain,
-            *("s:" + s for s in self.policy_string), *("m:" + m for m in self.mx_host),
+            "policy",
+            self.policy_type.value,
+            self.policy_domain,
+            *("s:" + s for s in self.policy_string),
+            *("m:" + m for m in self.mx_host),
         )
 
 
@@ -82,11 +85,19 @@ class FailureDetail:
     def key(self) -> bytes:
         """A stable 16-byte identity: details merge when every field but the count is equal."""
         return _digest(
-            "detail", self.result_type.value,
-            *("" if v is None else "=" + v for v in (
-                self.sending_mta_ip, self.receiving_mx_hostname, self.receiving_mx_helo,
-                self.receiving_ip, self.additional_information, self.failure_reason_code,
-            )),
+            "detail",
+            self.result_type.value,
+            *(
+                "" if v is None else "=" + v
+                for v in (
+                    self.sending_mta_ip,
+                    self.receiving_mx_hostname,
+                    self.receiving_mx_helo,
+                    self.receiving_ip,
+                    self.additional_information,
+                    self.failure_reason_code,
+                )
+            ),
         )
 
 
@@ -98,3 +109,25 @@ def _digest(*parts: str) -> bytes:
         h.update(len(data).to_bytes(4, "big"))
         h.update(data)
     return h.digest()
+
+
+@dataclass(frozen=True, slots=True)
+class FailureCount:
+    """A failure detail with its merged count, RFC 8460 §4.4 `failed-session-count`."""
+
+    detail: FailureDetail
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyCounts:
+    """One policy's counters for one UTC day: what one `policies` entry of a report says.
+
+    `successful` and `failed` are the §4.4 summary totals; `failures` the details. The
+    detail counts need not add up to `failed` (RFC 8460 §4: they are not exclusive).
+    """
+
+    policy: Policy
+    successful: int
+    failed: int
+    failures: tuple[FailureCount, ...] = ()
