@@ -111,23 +111,13 @@ def _digest(*parts: str) -> bytes:
     return h.digest()
 
 
-@dataclass(frozen=True, slots=True)
-class FailureCount:
-    """A failure detail with its merged count, RFC 8460 §4.4 `failed-session-count`."""
-
-    detail: FailureDetail
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyCounts:
-    """One policy's counters for one UTC day: what one `policies` entry of a report says.
-
-    `successful` and `failed` are the §4.4 summary totals; `failures` the details. The
-    detail counts need not add up to `failed` (RFC 8460 §4: they are not exclusive).
-    """
+@dataclass(slots=True)
+class PolicyAggregate:
+    """One policy's counters for one UTC day, as a report's `policies` entry needs them."""
 
     policy: Policy
-    successful: int
-    failed: int
-    failures: tuple[FailureCount, ...] = ()
+    success_count: int
+    failure_count: int
+    # Sessions not flagged `report-delivery`: only these can cause a report (RFC 8460 §3).
+    trigger_count: int
+    failure_details: list[tuple[FailureDetail, int]]

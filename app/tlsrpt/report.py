@@ -1,6 +1,6 @@
 """Building the RFC 8460 §4.4 aggregate report of one policy domain for one UTC day.
 
-Input is the day's counters (`PolicyCounts`, already aggregated in the database); output
+Input is the day's counters (`PolicyAggregate`, already aggregated in the database); output
 is the exact JSON bytes to send, their gzip, the report-id and the §5.1 file name. The
 same counters always give the same bytes: keys in the RFC's order, policies and failure
 details sorted, gzip without a timestamp. That makes a preview exactly what is sent and a
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from app.tlsrpt.model import FailureCount, PolicyCounts, PolicyType
+from app.tlsrpt.model import FailureDetail, PolicyAggregate, PolicyType
 from app.tlsrpt.names import normalise_domain
 
 # RFC 5322 §3.2.3 atext: what may stand inside `<...>` of a Subject's Report-ID (§5.3).
@@ -111,7 +111,7 @@ def build_document(
     reporter: Reporter,
     day: date,
     policy_domain: str,
-    policies: Sequence[PolicyCounts],
+    policies: Sequence[PolicyAggregate],
     report_id: str,
 ) -> dict[str, Any]:
     """The report as JSON-ready dicts, keys in the order RFC 8460 §4.4 lists them."""
@@ -137,7 +137,7 @@ def build_document(
     }
 
 
-def _policy_entry(counts: PolicyCounts) -> dict[str, Any]:
+def _policy_entry(counts: PolicyAggregate) -> dict[str, Any]:
     policy = counts.policy
     # RFC 8460 §4.4: policy-domain always present; policy-string and mx-host only
     # where the policy has them (no-policy-found has neither). mx-host is an array
@@ -151,19 +151,19 @@ def _policy_entry(counts: PolicyCounts) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "policy": wire,
         "summary": {
-            "total-successful-session-count": _count(counts.successful),
-            "total-failure-session-count": _count(counts.failed),
+            "total-successful-session-count": _count(counts.success_count),
+            "total-failure-session-count": _count(counts.failure_count),
         },
     }
-    if counts.failures:
+    if counts.failure_details:
         entry["failure-details"] = [
-            _detail_entry(item) for item in sorted(counts.failures, key=_detail_order)
+            _detail_entry(detail, n)
+            for detail, n in sorted(counts.failure_details, key=_detail_order)
         ]
     return entry
 
 
-def _detail_entry(item: FailureCount) -> dict[str, Any]:
-    detail = item.detail
+def _detail_entry(detail: FailureDetail, count: int) -> dict[str, Any]:
     # RFC 8460 §4.4 failure-details: optional fields are left out when unknown, never
     # sent as empty strings.
     entry: dict[str, Any] = {"result-type": detail.result_type.value}
@@ -175,7 +175,7 @@ def _detail_entry(item: FailureCount) -> dict[str, Any]:
     ):
         if value:
             entry[name] = value
-    entry["failed-session-count"] = _count(item.count)
+    entry["failed-session-count"] = _count(count)
     if detail.additional_information:
         entry["additional-information"] = detail.additional_information
     if detail.failure_reason_code:
@@ -189,13 +189,13 @@ def _count(value: int) -> int:
     return value
 
 
-def _policy_order(counts: PolicyCounts) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+def _policy_order(counts: PolicyAggregate) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     policy = counts.policy
     return (policy.policy_type.value, policy.policy_string, policy.mx_host)
 
 
-def _detail_order(item: FailureCount) -> tuple[str, ...]:
-    d = item.detail
+def _detail_order(item: tuple[FailureDetail, int]) -> tuple[str, ...]:
+    d = item[0]
     return (
         d.result_type.value,
         *(
@@ -226,7 +226,7 @@ def build_report(
     reporter: Reporter,
     day: date,
     policy_domain: str,
-    policies: Sequence[PolicyCounts],
+    policies: Sequence[PolicyAggregate],
     *,
     report_id: str | None = None,
 ) -> BuiltReport:

@@ -11,14 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.tlsrpt.model import (
-    FailureCount,
-    FailureDetail,
-    Policy,
-    PolicyCounts,
-    PolicyType,
-    ResultType,
-)
+from app.tlsrpt.model import FailureDetail, Policy, PolicyAggregate, PolicyType, ResultType
 from app.tlsrpt.names import normalise_ip
 from app.tlsrpt.report import (
     Reporter,
@@ -29,10 +22,18 @@ from app.tlsrpt.report import (
 )
 
 SAMPLE = Path("/work/shared/samples/json/rfc8460_appendix-b_verbatim.json")
+
+
+def counts(
+    policy: Policy, ok: int, failed: int, details: list[tuple[FailureDetail, int]] | None = None
+) -> PolicyAggregate:
+    return PolicyAggregate(policy, ok, failed, ok + failed, details or [])
+
+
 COMPANY_X = Reporter("Company-X", "sts-reporting@company-x.example")
 
 
-def appendix_b_counts() -> PolicyCounts:
+def appendix_b_counts() -> PolicyAggregate:
     """The counters ingest would hold for the RFC 8460 Appendix B day."""
     policy = Policy(
         PolicyType.STS,
@@ -41,7 +42,7 @@ def appendix_b_counts() -> PolicyCounts:
         ("*.mail.company-y.example",),
     )
     details = (
-        FailureCount(
+        (
             FailureDetail(
                 ResultType.STARTTLS_NOT_SUPPORTED,
                 sending_mta_ip=normalise_ip("2001:db8:abcd:0013::1"),
@@ -54,7 +55,7 @@ def appendix_b_counts() -> PolicyCounts:
             ),
             200,
         ),
-        FailureCount(
+        (
             FailureDetail(
                 ResultType.VALIDATION_FAILURE,
                 sending_mta_ip="198.51.100.62",
@@ -64,7 +65,7 @@ def appendix_b_counts() -> PolicyCounts:
             ),
             3,
         ),
-        FailureCount(
+        (
             FailureDetail(
                 ResultType.CERTIFICATE_EXPIRED,
                 sending_mta_ip=normalise_ip("2001:db8:abcd:0012::1"),
@@ -73,7 +74,7 @@ def appendix_b_counts() -> PolicyCounts:
             100,
         ),
     )
-    return PolicyCounts(policy, successful=5326, failed=303, failures=details)
+    return PolicyAggregate(policy, 5326, 303, 5629, list(details))
 
 
 def expected_appendix_b() -> dict[str, Any]:
@@ -132,11 +133,11 @@ def test_reproduces_rfc8460_appendix_b() -> None:
 
 
 def test_same_counters_give_same_bytes() -> None:
-    counts = appendix_b_counts()
-    shuffled = PolicyCounts(
-        counts.policy, counts.successful, counts.failed, tuple(reversed(counts.failures))
+    original = appendix_b_counts()
+    shuffled = PolicyAggregate(
+        original.policy, 5326, 303, 5629, list(reversed(original.failure_details))
     )
-    one = build_report(COMPANY_X, date(2016, 4, 1), "company-y.example", [counts])
+    one = build_report(COMPANY_X, date(2016, 4, 1), "company-y.example", [original])
     two = build_report(COMPANY_X, date(2016, 4, 1), "company-y.example", [shuffled])
     assert one == two
 
@@ -180,9 +181,9 @@ def test_several_policies_of_one_domain() -> None:
         date(2024, 5, 1),
         domain,
         [
-            PolicyCounts(sts_a, 7, 2, (FailureCount(detail, 2),)),
-            PolicyCounts(none, 40, 0),
-            PolicyCounts(sts_b, 0, 0),
+            counts(sts_a, 7, 2, [(detail, 2)]),
+            counts(none, 40, 0),
+            counts(sts_b, 0, 0),
         ],
     )
     policies = orjson.loads(built.json)["policies"]
@@ -202,9 +203,7 @@ def test_several_policies_of_one_domain() -> None:
 
 def test_dane_policy_belongs_to_the_mx_host_report() -> None:
     tlsa = Policy(PolicyType.TLSA, "mx1.mail.example.net", ("3 1 1 AB12",))
-    built = build_report(
-        COMPANY_X, date(2024, 5, 1), "mx1.mail.example.net", [PolicyCounts(tlsa, 3, 0)]
-    )
+    built = build_report(COMPANY_X, date(2024, 5, 1), "mx1.mail.example.net", [counts(tlsa, 3, 0)])
     document = orjson.loads(built.json)
     assert document["policies"][0]["policy"] == {
         "policy-type": "tlsa",
@@ -213,7 +212,7 @@ def test_dane_policy_belongs_to_the_mx_host_report() -> None:
     }
     assert "!mx1.mail.example.net!" in built.filename
     with pytest.raises(ValueError, match=r"mx1\.mail\.example\.net"):
-        build_report(COMPANY_X, date(2024, 5, 1), "example.net", [PolicyCounts(tlsa, 3, 0)])
+        build_report(COMPANY_X, date(2024, 5, 1), "example.net", [counts(tlsa, 3, 0)])
 
 
 def test_idna_names_are_a_labels() -> None:
@@ -221,9 +220,7 @@ def test_idna_names_are_a_labels() -> None:
         PolicyType.STS, "xn--bcher-kva.example", ("version: STSv1",), ("*.xn--bcher-kva.example",)
     )
     reporter = Reporter("Bücher AG", "mailto:tlsrpt@Bücher-Versand.example")
-    built = build_report(
-        reporter, date(2024, 5, 1), "Bücher.example.", [PolicyCounts(policy, 1, 0)]
-    )
+    built = build_report(reporter, date(2024, 5, 1), "Bücher.example.", [counts(policy, 1, 0)])
     assert built.policy_domain == "xn--bcher-kva.example"
     assert built.filename.startswith("xn--bcher-versand-wob.example!xn--bcher-kva.example!")
     assert built.report_id.endswith("@xn--bcher-versand-wob.example")
@@ -255,6 +252,6 @@ def test_refuses_bad_counts_and_empty_reports() -> None:
     with pytest.raises(ValueError, match="at least one policy"):
         build_report(COMPANY_X, date(2024, 5, 1), "example.com", [])
     with pytest.raises(ValueError, match="non-negative"):
-        build_report(COMPANY_X, date(2024, 5, 1), "example.com", [PolicyCounts(policy, -1, 0)])
+        build_report(COMPANY_X, date(2024, 5, 1), "example.com", [counts(policy, -1, 0)])
     with pytest.raises(ValueError, match="non-negative"):
-        build_report(COMPANY_X, date(2024, 5, 1), "example.com", [PolicyCounts(policy, True, 0)])
+        build_report(COMPANY_X, date(2024, 5, 1), "example.com", [counts(policy, True, 0)])
