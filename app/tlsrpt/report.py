@@ -20,8 +20,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from app.tlsrpt.model import FailureDetail, PolicyAggregate, PolicyType
+from app.tlsrpt.model import PolicyAggregate
 from app.tlsrpt.names import normalise_domain
+from app.tlsrpt.wire import format_policy
 
 # RFC 5322 §3.2.3 atext: what may stand inside `<...>` of a Subject's Report-ID (§5.3).
 _MSG_ID_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+\Z")
@@ -114,7 +115,11 @@ def build_document(
     policies: Sequence[PolicyAggregate],
     report_id: str,
 ) -> dict[str, Any]:
-    """The report as JSON-ready dicts, keys in the order RFC 8460 §4.4 lists them."""
+    """The report as JSON-ready dicts, keys in the order RFC 8460 §4.4 lists them.
+
+    Each `policies` entry comes from `wire.format_policy`, the same code that shows an
+    operator the day's results, so both always agree.
+    """
     if not policies:
         raise ValueError("a report needs at least one policy")
     start, end = day_bounds(day)
@@ -124,7 +129,7 @@ def build_document(
             raise ValueError(
                 f"policy for {counts.policy.policy_domain!r} in the report of {policy_domain!r}"
             )
-        entries.append(_policy_entry(counts))
+        entries.append(format_policy(counts))
     return {
         "organization-name": reporter.organization_name,
         "date-range": {
@@ -137,79 +142,9 @@ def build_document(
     }
 
 
-def _policy_entry(counts: PolicyAggregate) -> dict[str, Any]:
-    policy = counts.policy
-    # RFC 8460 §4.4: policy-domain always present; policy-string and mx-host only
-    # where the policy has them (no-policy-found has neither). mx-host is an array
-    # (erratum 6241).
-    wire: dict[str, Any] = {"policy-type": policy.policy_type.value}
-    if policy.policy_string:
-        wire["policy-string"] = list(policy.policy_string)
-    wire["policy-domain"] = policy.policy_domain
-    if policy.mx_host and policy.policy_type is PolicyType.STS:
-        wire["mx-host"] = list(policy.mx_host)
-    entry: dict[str, Any] = {
-        "policy": wire,
-        "summary": {
-            "total-successful-session-count": _count(counts.success_count),
-            "total-failure-session-count": _count(counts.failure_count),
-        },
-    }
-    if counts.failure_details:
-        entry["failure-details"] = [
-            _detail_entry(detail, n)
-            for detail, n in sorted(counts.failure_details, key=_detail_order)
-        ]
-    return entry
-
-
-def _detail_entry(detail: FailureDetail, count: int) -> dict[str, Any]:
-    # RFC 8460 §4.4 failure-details: optional fields are left out when unknown, never
-    # sent as empty strings.
-    entry: dict[str, Any] = {"result-type": detail.result_type.value}
-    for name, value in (
-        ("sending-mta-ip", detail.sending_mta_ip),
-        ("receiving-mx-hostname", detail.receiving_mx_hostname),
-        ("receiving-mx-helo", detail.receiving_mx_helo),
-        ("receiving-ip", detail.receiving_ip),
-    ):
-        if value:
-            entry[name] = value
-    entry["failed-session-count"] = _count(count)
-    if detail.additional_information:
-        entry["additional-information"] = detail.additional_information
-    if detail.failure_reason_code:
-        entry["failure-reason-code"] = detail.failure_reason_code
-    return entry
-
-
-def _count(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"session counts are non-negative integers, not {value!r}")
-    return value
-
-
 def _policy_order(counts: PolicyAggregate) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     policy = counts.policy
     return (policy.policy_type.value, policy.policy_string, policy.mx_host)
-
-
-def _detail_order(item: tuple[FailureDetail, int]) -> tuple[str, ...]:
-    d = item[0]
-    return (
-        d.result_type.value,
-        *(
-            value or ""
-            for value in (
-                d.sending_mta_ip,
-                d.receiving_mx_hostname,
-                d.receiving_mx_helo,
-                d.receiving_ip,
-                d.additional_information,
-                d.failure_reason_code,
-            )
-        ),
-    )
 
 
 def encode_document(document: dict[str, Any]) -> bytes:
