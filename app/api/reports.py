@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from app.api.auth import get_resources, require_scope
 from app.api.errors import ApiError, responses
 from app.dns.lookup import TemporaryDnsError
-from app.report import service
+from app.report import service, views
 from app.report.store import StoredReport
 from app.tlsrpt.names import normalise_domain
 from app.tokens.service import Scope
@@ -94,7 +94,7 @@ async def preview(
 ) -> Response:
     domain = policy_domain
     try:
-        result = await service.preview_report(get_resources(request), day, domain)
+        result = await views.preview_report(get_resources(request), day, domain)
     except service.NoReportError as exc:
         details = [{"field": "reason", "reason": exc.reason}]
         if exc.detail:
@@ -128,7 +128,7 @@ async def list_reports(
     request: Request,
     day: Annotated[dt.date, Query(description="The UTC day, YYYY-MM-DD.")],
 ) -> DayReports:
-    listing = await service.list_day(get_resources(request), day)
+    listing = await views.list_day(get_resources(request), day)
     return DayReports(
         day=day,
         reports=[
@@ -149,7 +149,7 @@ async def list_reports(
 
 
 async def _stored(request: Request, report_pk: int) -> StoredReport:
-    report = await service.get_report(get_resources(request), report_pk)
+    report = await views.get_report(get_resources(request), report_pk)
     if report is None:
         raise ApiError(404, "not_found", f"no report with id {report_pk}")
     return report
