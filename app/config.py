@@ -26,6 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.tlsrpt.report import submitter_domain
+
 
 def default_data_dir() -> Path:
     """Where the embedded database lives when `TLSRPT_DATA_DIR` is unset."""
@@ -113,10 +115,16 @@ class ReportSettings(BaseModel):
             local, _, domain = addr.rpartition("@")
             if not local or not domain or ("." not in domain and domain != "localhost"):
                 raise ValueError(f"{value!r} is not an email address")
-            return addr
-        parts = urlsplit(value)
-        if not parts.scheme or not (parts.netloc or parts.path):
-            raise ValueError(f"{value!r} is neither an email address nor a URI")
+            value = addr
+        else:
+            parts = urlsplit(value)
+            if not parts.scheme or not (parts.netloc or parts.path):
+                raise ValueError(f"{value!r} is neither an email address nor a URI")
+        try:
+            # The report submitter (RFC 8460 §5.1, §5.3) is the domain of contact-info.
+            submitter_domain(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} names no usable submitter domain: {exc}") from None
         return value
 
 
