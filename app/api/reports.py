@@ -59,16 +59,22 @@ class DomainOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     policy_domain: str
-    state: str = Field(description="`pending`, `built`, `no_report` or `gave_up`.")
+    state: str = Field(
+        description="`not_built` (results, no outcome yet: see the preview), `pending` "
+        "(waiting for a DNS retry), `built`, `no_report` or `gave_up`."
+    )
     reason: str | None = Field(
+        default=None,
         description="Why no report: `no_record`, `multiple_records`, `syntax_error`, "
         "`no_usable_rua`, `only_report_delivery_results`, `success_only_day_disabled`, "
-        "`dns_temporary_failure: ...`."
+        "`dns_temporary_failure: ...`.",
     )
-    detail: str | None = Field(description="The record's problem, in words.")
-    attempts: int
-    next_attempt_at: dt.datetime | None = Field(description="Next DNS retry, for `pending`.")
-    updated_at: dt.datetime
+    detail: str | None = Field(default=None, description="The record's problem, in words.")
+    attempts: int = 0
+    next_attempt_at: dt.datetime | None = Field(
+        default=None, description="Next DNS retry, for `pending`."
+    )
+    updated_at: dt.datetime | None = None
 
 
 class DayReports(BaseModel):
@@ -144,7 +150,11 @@ async def list_reports(
             )
             for r, deliveries in listing.reports
         ],
-        domains=[DomainOut.model_validate(d) for d in listing.domains],
+        domains=sorted(
+            [DomainOut.model_validate(d) for d in listing.domains]
+            + [DomainOut(policy_domain=d, state="not_built") for d in listing.not_built],
+            key=lambda d: d.policy_domain,
+        ),
     )
 
 

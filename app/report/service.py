@@ -1,8 +1,9 @@
 """Report building: turn a closed UTC day into one RFC 8460 report per policy domain.
 
-`build_day` closes the day (ingest then refuses it), reads all its counters at once,
-looks up `_smtp._tls.<domain>` for every domain still open (concurrently, bounded by the
-resolver, with no transaction open), then stores in one transaction per chunk each
+`build_day` closes the day (ingest then refuses it), reads the counters of the domains
+still open (the whole day in two queries, or a few domains one by one for retries),
+looks up `_smtp._tls.<domain>` for each (concurrently, bounded by the resolver, with no
+transaction open), then stores in one transaction per chunk each
 domain's outcome: a report with one delivery per usable rua, or the reason for none. A
 temporary DNS failure leaves the domain pending, retried with doubling delays for up to
 `dns_retry_max_hours`, then 'gave_up'. Unique keys make a second run a no-op.

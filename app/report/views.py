@@ -13,6 +13,7 @@ from datetime import date
 
 from app.dns.lookup import MultipleRecordsError, NoRecordError, RecordSyntaxError, lookup_tlsrpt
 from app.ingest import service as ingest
+from app.ingest import store as ingest_store
 from app.report import store
 from app.report.service import NoReportError, decide, decide_before_dns, reporter_of
 from app.report.store import DomainState
@@ -61,10 +62,15 @@ async def preview_report(resources: Resources, day: date, policy_domain: str) ->
 
 @dataclass(frozen=True)
 class DayListing:
-    """A day's built reports with their deliveries, and every domain's build outcome."""
+    """A day's built reports with their deliveries, and every domain's build outcome.
+
+    `not_built` are domains with results but no outcome yet (the day is still open, or
+    building has not reached them): `preview_report` shows what they would get.
+    """
 
     reports: list[tuple[store.StoredReport, list[store.DeliveryState]]]
     domains: list[DomainState]
+    not_built: list[str]
 
 
 async def list_day(resources: Resources, day: date) -> DayListing:
@@ -72,10 +78,16 @@ async def list_day(resources: Resources, day: date) -> DayListing:
         reports = await store.list_reports(conn, day)
         deliveries = await store.list_deliveries(conn, [r.id for r in reports])
         domains = await store.list_report_domains(conn, day)
+        with_results = await ingest_store.list_day_domains(conn, day)
+    settled = {d.policy_domain for d in domains}
     by_report: dict[int, list[store.DeliveryState]] = defaultdict(list)
     for delivery in deliveries:
         by_report[delivery.report_pk].append(delivery)
-    return DayListing([(r, by_report[r.id]) for r in reports], domains)
+    return DayListing(
+        [(r, by_report[r.id]) for r in reports],
+        domains,
+        [d for d in with_results if d not in settled],
+    )
 
 
 async def get_report(resources: Resources, pk: int) -> store.StoredReport | None:
