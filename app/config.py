@@ -65,6 +65,17 @@ class RetentionSettings(BaseModel):
     reports_days: int = Field(default=30, ge=1)
 
 
+def split_nameserver(entry: str) -> tuple[str, str]:
+    """`IP`, `IP:PORT` or `[IPv6]:PORT` to (host, port text); port "" when absent."""
+    if entry.startswith("["):
+        host, _, port = entry[1:].partition("]")
+        return host, port.removeprefix(":")
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, port
+    return entry, ""
+
+
 class DnsSettings(BaseModel):
     # Empty: the system resolver (/etc/resolv.conf). Entries are `IP` or `IP:PORT`
     # (`[v6]:PORT` for IPv6 with a port).
@@ -79,14 +90,7 @@ class DnsSettings(BaseModel):
     @classmethod
     def _check_nameservers(cls, value: list[str]) -> list[str]:
         for entry in value:
-            host = entry
-            if entry.startswith("["):
-                host, _, port = entry[1:].partition("]")
-                port = port.removeprefix(":")
-            elif entry.count(":") == 1:
-                host, _, port = entry.partition(":")
-            else:
-                port = ""
+            host, port = split_nameserver(entry)
             try:
                 ipaddress.ip_address(host)
             except ValueError:
