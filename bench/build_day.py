@@ -28,6 +28,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -70,7 +71,7 @@ def policies(i: int) -> list[Policy]:
 
 async def load(url: str, domains: int, results: int) -> None:
     """Ingest `results` sessions over `domains` policy domains via the ingest service."""
-    settings = Settings(database_url=url)
+    settings = Settings(database_url=SecretStr(url))
     pool = await open_pool(url, settings.database)
     rng = random.Random(8460)
     all_policies = [policies(i) for i in range(domains)]
@@ -108,7 +109,7 @@ class InstantResolver:
 
 
 async def build(url: str) -> None:
-    settings = Settings(database_url=url)
+    settings = Settings(database_url=SecretStr(url))
     pool = await open_pool(url, settings.database)
     resources = Resources(settings=settings, pool=pool, resolver=InstantResolver())
     try:
@@ -132,7 +133,7 @@ async def build(url: str) -> None:
     print(f"peak RSS (builder)  {rss_mb:.0f} MB")
 
 
-def admin(server_url: str, statement: sql.Composable) -> None:
+def admin(server_url: str, statement: sql.Composed) -> None:
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(statement)
 
