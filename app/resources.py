@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from app.config import Settings
 from app.db.pool import Pool
-from app.inbound.dkimcheck import TxtLookup
+from app.dns.resolver import DnsResolver, TxtResolver
 from app.ingest.group_commit import GroupCommitter
 from app.tokens.service import Authenticator
 
@@ -28,15 +28,17 @@ class Resources:
     clock: Callable[[], datetime] = utc_now
     # Revisions the code expects; /readyz compares them with the database's.
     expected_heads: frozenset[str] = frozenset()
-    # DKIM key lookups for incoming report mails (app.inbound.keys); None: dkimpy's
-    # system resolver. Tests pass a fake serving their test key.
-    dkim_lookup: TxtLookup | None = None
     authenticator: Authenticator = field(init=False)
     committer: GroupCommitter = field(init=False)
+    # DNS for `_smtp._tls` lookups; None builds the real one from settings.dns. Tests pass
+    # a fake resolver.
+    resolver: TxtResolver = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.pool)
         self.committer = GroupCommitter(self.pool)
+        if self.resolver is None:
+            self.resolver = DnsResolver(self.settings.dns)
 
     async def close(self) -> None:
         await self.committer.close()

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 from app.config import InboundSettings
 from app.inbound import store
-from app.inbound.dkimcheck import DkimResult, TxtLookup, verify_dkim
-from app.inbound.keys import system_key_lookup
+from app.inbound.dkimcheck import DkimResult, verify_dkim
+from app.inbound.keys import resolver_key_lookup
 from app.inbound.mail import FoundReport, find_report
 from app.inbound.store import ReportFilter
 from app.resources import Resources
@@ -80,7 +80,7 @@ async def receive_mail(resources: Resources, raw: bytes, via: Via = Via.MAIL) ->
         len(found.data), read_report_body, found.data, resources.settings.inbound
     )
     # DNS before the transaction: no transaction waits on a key lookup.
-    dkim = await verify_dkim(raw, key_lookup(resources))
+    dkim = await verify_dkim(raw, resolver_key_lookup(resources.resolver))
     return await _store(resources, report, data, via, found, dkim)
 
 
@@ -90,10 +90,6 @@ async def _off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T
     if size > IN_PLACE_BYTES:
         return await asyncio.to_thread(work, *args)
     return work(*args)
-
-
-def key_lookup(resources: Resources) -> TxtLookup:
-    return resources.dkim_lookup or system_key_lookup(resources.settings.dns.timeout_seconds)
 
 
 async def _store(

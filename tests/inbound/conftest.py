@@ -7,6 +7,7 @@ import pytest
 from app.resources import Resources
 from app.tokens.service import Scope
 from tests.conftest import MakeToken, bearer
+from tests.dns.fake_resolver import FakeResolver
 from tests.inbound.mailkit import KEY_NAME, MailFactory, SigningKey, build_report_mail
 
 
@@ -21,19 +22,15 @@ def report_mail() -> MailFactory:
 
 
 @pytest.fixture
-def dkim_keys(resources: Resources, signing_key: SigningKey) -> dict[str, bytes]:
-    """The fake DNS behind DKIM lookups: serves the test key; add or drop records."""
-    records = {KEY_NAME: signing_key.record}
-
-    async def lookup(name: str) -> bytes | None:
-        return records.get(name)
-
-    resources.dkim_lookup = lookup
-    return records
+def dns(resources: Resources, signing_key: SigningKey) -> FakeResolver:
+    """The fake DNS of the service: serves the test DKIM key; add or drop records."""
+    resolver = FakeResolver({KEY_NAME: [(signing_key.record,)]})
+    resources.resolver = resolver
+    return resolver
 
 
 @pytest.fixture
-async def rua(make_token: MakeToken, dkim_keys: dict[str, bytes]) -> str:
+async def rua(make_token: MakeToken, dns: FakeResolver) -> str:
     """The https rua path of a fresh `inbound` token."""
     return "/v1/tlsrpt/" + await make_token(Scope.INBOUND)
 

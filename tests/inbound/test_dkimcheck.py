@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.dns.resolver import TemporaryDnsError
 from app.inbound.dkimcheck import DkimVerdict, KeyLookupError, verify_dkim
+from app.inbound.keys import resolver_key_lookup
+from tests.dns.fake_resolver import FakeResolver
 from tests.inbound.mailkit import KEY_NAME, SIGNING_DOMAIN, MailFactory, SigningKey
 
 SAMPLES = Path(__file__).parent.parent / "samples"
@@ -88,3 +91,21 @@ async def test_any_passing_signature_wins(
     raw = broken + signing_key.sign(report_mail(REPORT))
     result = await verify_dkim(raw, serving({KEY_NAME: signing_key.record}))
     assert (result.verdict, result.domain) == (DkimVerdict.PASS, SIGNING_DOMAIN)
+
+
+async def test_keys_through_the_service_resolver(
+    signing_key: SigningKey, report_mail: MailFactory
+) -> None:
+    raw = signing_key.sign(report_mail(REPORT))
+    # A 2048-bit key does not fit one TXT string: the strings of the record are joined.
+    record = signing_key.record
+    split = FakeResolver({KEY_NAME: [(record[:200], record[200:])]})
+    assert (await verify_dkim(raw, resolver_key_lookup(split))).verdict is DkimVerdict.PASS
+    assert split.queries == [KEY_NAME]
+    failing = FakeResolver({KEY_NAME: TemporaryDnsError("SERVFAIL")})
+    result = await verify_dkim(raw, resolver_key_lookup(failing))
+    assert (result.verdict, result.reason) == (
+        DkimVerdict.TEMPERROR,
+        "key lookup failed temporarily",
+    )
+    assert (await verify_dkim(raw, resolver_key_lookup(FakeResolver()))).verdict is DkimVerdict.FAIL

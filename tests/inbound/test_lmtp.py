@@ -12,6 +12,7 @@ import pytest
 
 from app.inbound.lmtp import parse_listen_address, start_lmtp
 from app.resources import Resources
+from tests.dns.fake_resolver import FakeResolver
 from tests.inbound.mailkit import SIGNING_DOMAIN, MailFactory, SigningKey
 
 SAMPLES = Path(__file__).parent.parent / "samples"
@@ -20,7 +21,7 @@ REPORT_ADDRESS = "tls-reports@example.com"
 
 
 @pytest.fixture
-async def lmtp_port(resources: Resources, dkim_keys: dict[str, bytes]) -> AsyncIterator[int]:
+async def lmtp_port(resources: Resources, dns: FakeResolver) -> AsyncIterator[int]:
     resources.settings.inbound.lmtp_recipients = [REPORT_ADDRESS, "TLSRPT@example.net"]
     server = await start_lmtp(resources, "127.0.0.1", 0)
     try:
