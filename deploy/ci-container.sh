@@ -134,8 +134,6 @@ base_images() {
     build_debian_image
     build_stand_in "$PYTHON_IMAGE" "$REPO/deploy/ci/python.Containerfile"
     build_stand_in "$POSTGRES_IMAGE" "$REPO/deploy/ci/postgres.Containerfile" "$REPO/deploy/ci/postgres-entrypoint.sh"
-    # Images of older recipes and dangling build layers would pile up in the cache.
-    podman image prune -f >/dev/null 2>&1 || true
 }
 
 # ------------------------------------------------------------------------- 3. app image
@@ -146,10 +144,14 @@ build_app() {
     APP_IMAGE=$(awk '$1 == "image:" && $2 ~ /^tlsrpt-service:/ {print $2; exit}' "$REPO/deploy/compose.yaml")
     [ -n "$APP_IMAGE" ] || fail "deploy/compose.yaml names no tlsrpt-service image"
     say "building $APP_IMAGE"
-    local ca=()
-    [ -f "$HOST_CA_BUNDLE" ] && ca=(-v "$HOST_CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
-    podman build --pull=never --format docker "${ca[@]}" -t "$APP_IMAGE" \
-        -f "$REPO/deploy/Dockerfile" "$REPO" >"$LOGS/app-build.log" 2>&1 \
+    local flags=(--pull=never --format docker -f "$REPO/deploy/Dockerfile")
+    [ -f "$HOST_CA_BUNDLE" ] && flags+=(-v "$HOST_CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
+    # The build stage is tagged too: its layers (the installed dependencies) then stay
+    # cached, while the prune below drops only layers no tagged image uses any more
+    # (older builds, stand-ins of older recipes).
+    podman build "${flags[@]}" --target build -t localhost/tlsrpt-ci-build-stage:latest "$REPO" \
+        >"$LOGS/app-build.log" 2>&1 \
+        && podman build "${flags[@]}" -t "$APP_IMAGE" "$REPO" >>"$LOGS/app-build.log" 2>&1 \
         || { show_log "$LOGS/app-build.log"; fail "building deploy/Dockerfile"; }
     podman image prune -f >/dev/null 2>&1 || true
 }
@@ -222,14 +224,16 @@ single_run() {
     CONTAINERS+=("$db" "$app")
     podman run -d --pull=never --name "$db" --network "$NETWORK" \
         -e POSTGRES_USER=tlsrpt -e POSTGRES_DB=tlsrpt -e POSTGRES_PASSWORD="$password" \
-        "$POSTGRES_IMAGE" >/dev/null || fail "starting $POSTGRES_IMAGE"
+        "$POSTGRES_IMAGE" >>"$LOGS/run.log" 2>&1 || { show_log "$LOGS/run.log"; fail "starting $POSTGRES_IMAGE"; }
     port=$(free_port)
     url=http://127.0.0.1:$port
     say "running $APP_IMAGE on $url"
     podman run -d --pull=never --name "$app" --network "$NETWORK" -p "127.0.0.1:$port:8080" \
         -e TLSRPT_DATABASE_URL="postgresql://tlsrpt:$password@$db:5432/tlsrpt" \
-        "$APP_IMAGE" >/dev/null || fail "starting $APP_IMAGE"
+        "$APP_IMAGE" >>"$LOGS/run.log" 2>&1 || { show_log "$LOGS/run.log"; fail "starting $APP_IMAGE"; }
     wait_status "$url/healthz" 200 "single image" || { podman logs "$app" >&2; fail "/healthz of $APP_IMAGE"; }
+    # No systemd here to run HEALTHCHECK on a timer: run the image's check once by hand.
+    podman healthcheck run "$app" >>"$LOGS/run.log" 2>&1 || { show_log "$LOGS/run.log"; fail "the image's HEALTHCHECK failed"; }
     local end=$((SECONDS + DEADLINE))
     until podman exec "$db" pg_isready -q -U tlsrpt -d tlsrpt; do
         [ $SECONDS -lt $end ] || { podman logs "$db" >&2; fail "PostgreSQL not ready within ${DEADLINE}s"; }
@@ -244,12 +248,12 @@ single_run() {
     post_result "$url" "$token" || fail "posting a result to $APP_IMAGE"
     # Graceful stop: SIGTERM must reach the server (exec-form CMD), well before the kill.
     local t0=$SECONDS code
-    podman stop -t 20 "$app" >/dev/null
+    podman stop -t 20 "$app" >>"$LOGS/run.log" 2>&1
     code=$(podman inspect --format '{{.State.ExitCode}}' "$app")
     [ $((SECONDS - t0)) -lt 15 ] || fail "$APP_IMAGE ignored SIGTERM (stop took $((SECONDS - t0))s)"
     # 0: clean exit; 143 (128 + SIGTERM) is what a server that re-raises the signal reports.
     case "$code" in 0 | 143) ;; *) podman logs "$app" >&2; fail "$APP_IMAGE exited with $code on SIGTERM" ;; esac
-    podman rm -f "$app" "$db" >/dev/null
+    podman rm -f "$app" "$db" >>"$LOGS/run.log" 2>&1
     podman network rm -f "$NETWORK" >/dev/null
     CONTAINERS=()
     NETWORK=""
@@ -273,15 +277,16 @@ compose_run() {
     say "compose up (API on $url)"
     COMPOSE_UP=1
     # Step by step, as podman-compose does not wait on `condition: service_healthy`.
-    compose up -d postgres >"$LOGS/compose-up.log" 2>&1 || { show_log "$LOGS/compose-up.log"; fail "compose up postgres"; }
+    compose up -d --no-build --pull never postgres >"$LOGS/compose-up.log" 2>&1 || { show_log "$LOGS/compose-up.log"; fail "compose up postgres"; }
     local end=$((SECONDS + DEADLINE))
     until compose exec -T postgres pg_isready -q -U tlsrpt -d tlsrpt >/dev/null 2>&1; do
         [ $SECONDS -lt $end ] || { compose logs postgres >&2; fail "compose: PostgreSQL not ready within ${DEADLINE}s"; }
         sleep 0.5
     done
-    compose run --rm migrate >"$LOGS/compose-migrate.log" 2>&1 \
+    compose run --rm --no-deps -T migrate >"$LOGS/compose-migrate.log" 2>&1 \
         || { show_log "$LOGS/compose-migrate.log"; fail "compose run migrate"; }
-    compose up -d api worker >>"$LOGS/compose-up.log" 2>&1 || { show_log "$LOGS/compose-up.log"; fail "compose up api worker"; }
+    # --no-deps: podman 4.3 cannot start a container whose dependency has dependencies.
+    compose up -d --no-build --pull never --no-deps api worker >>"$LOGS/compose-up.log" 2>&1 || { show_log "$LOGS/compose-up.log"; fail "compose up api worker"; }
     wait_status "$url/readyz" 200 "compose" || { compose logs api >&2; fail "compose: the API does not reach the database by service name"; }
     ingest=$(compose exec -T api tlsrpt token create --scope ingest --name ci-compose-ingest | last_line) \
         || fail "compose: tlsrpt token create --scope ingest"
