@@ -146,13 +146,16 @@ build_app() {
     say "building $APP_IMAGE"
     local flags=(--pull=never --format docker -f "$REPO/deploy/Dockerfile")
     [ -f "$HOST_CA_BUNDLE" ] && flags+=(-v "$HOST_CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
-    # The build stage is tagged too: its layers (the installed dependencies) then stay
-    # cached, while the prune below drops only layers no tagged image uses any more
-    # (older builds, stand-ins of older recipes).
-    podman build "${flags[@]}" --target build -t localhost/tlsrpt-ci-build-stage:latest "$REPO" \
-        >"$LOGS/app-build.log" 2>&1 \
-        && podman build "${flags[@]}" -t "$APP_IMAGE" "$REPO" >>"$LOGS/app-build.log" 2>&1 \
+    podman build "${flags[@]}" -t "$APP_IMAGE" "$REPO" >"$LOGS/app-build.log" 2>&1 \
         || { show_log "$LOGS/app-build.log"; fail "building deploy/Dockerfile"; }
+    # Tag the last layer of the `build` stage (the last "--> ID" podman prints in that
+    # stage): its layers, the installed dependencies above all, then stay cached while the
+    # prune below drops layers no tagged image uses (older builds, older stand-ins).
+    local stage
+    stage=$(awk '/^\[[0-9]+\/[0-9]+\] STEP 1\// { inside = ($0 ~ / [Aa][Ss] build$/) }
+                 inside && /^--> / { id = $NF }
+                 END { print id }' "$LOGS/app-build.log")
+    [ -n "$stage" ] && podman tag "$stage" localhost/tlsrpt-ci-build-stage:latest
     podman image prune -f >/dev/null 2>&1 || true
 }
 
@@ -212,6 +215,27 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# A run killed before its cleanup (SIGKILL, machine stop) leaves containers, volumes and
+# networks named after its process id; remove those whose process is gone. Runs that are
+# still alive (another checkout's CI, say) are left alone.
+sweep_stale() {
+    local kind name pid
+    for kind in container volume network; do
+        case $kind in
+            container) names=$(podman ps -a --format '{{.Names}}') ;;
+            volume) names=$(podman volume ls --format '{{.Name}}') ;;
+            network) names=$(podman network ls --format '{{.Name}}') ;;
+        esac
+        for name in $names; do
+            [[ $name =~ ^tlsrpt-ci-([0-9]+)([-_]|$) ]] || continue
+            pid=${BASH_REMATCH[1]}
+            kill -0 "$pid" 2>/dev/null && continue
+            say "removing $kind $name left by an interrupted run"
+            podman "$kind" rm -f "$name" >/dev/null 2>&1 || true
+        done
+    done
+}
+
 # ------------------------------------------------------------------------- 4. single image
 # The image alone next to PostgreSQL, joined by a private network where names resolve.
 single_run() {
@@ -228,7 +252,9 @@ single_run() {
     port=$(free_port)
     url=http://127.0.0.1:$port
     say "running $APP_IMAGE on $url"
+    # Locked down as in deploy/k8s: read-only root (tmpfs /tmp), no capabilities.
     podman run -d --pull=never --name "$app" --network "$NETWORK" -p "127.0.0.1:$port:8080" \
+        --read-only --cap-drop=all --security-opt=no-new-privileges \
         -e TLSRPT_DATABASE_URL="postgresql://tlsrpt:$password@$db:5432/tlsrpt" \
         "$APP_IMAGE" >>"$LOGS/run.log" 2>&1 || { show_log "$LOGS/run.log"; fail "starting $APP_IMAGE"; }
     wait_status "$url/healthz" 200 "single image" || { podman logs "$app" >&2; fail "/healthz of $APP_IMAGE"; }
@@ -243,7 +269,7 @@ single_run() {
     podman exec "$app" tlsrpt migrate >"$LOGS/migrate.log" 2>&1 \
         || { show_log "$LOGS/migrate.log"; fail "tlsrpt migrate in $app"; }
     wait_status "$url/readyz" 200 "single image" || { podman logs "$app" >&2; fail "/readyz of $APP_IMAGE"; }
-    token=$(podman exec "$app" tlsrpt token create --scope ingest --name ci-single | last_line) \
+    token=$(podman exec "$app" tlsrpt token create --scope ingest --name ci-single 2>>"$LOGS/run.log" | last_line) \
         || fail "tlsrpt token create in $app"
     post_result "$url" "$token" || fail "posting a result to $APP_IMAGE"
     # Graceful stop: SIGTERM must reach the server (exec-form CMD), well before the kill.
@@ -266,7 +292,7 @@ compose() {
 }
 
 compose_run() {
-    local port url ingest read day body
+    local port url token day body
     port=$(free_port)
     url=http://127.0.0.1:$port
     # What a user keeps in deploy/.env; CI uses a throw-away file with a fresh password.
@@ -283,18 +309,19 @@ compose_run() {
         [ $SECONDS -lt $end ] || { compose logs postgres >&2; fail "compose: PostgreSQL not ready within ${DEADLINE}s"; }
         sleep 0.5
     done
+    say "compose: postgres ready"
     compose run --rm --no-deps -T migrate >"$LOGS/compose-migrate.log" 2>&1 \
         || { show_log "$LOGS/compose-migrate.log"; fail "compose run migrate"; }
     # --no-deps: podman 4.3 cannot start a container whose dependency has dependencies.
     compose up -d --no-build --pull never --no-deps api worker >>"$LOGS/compose-up.log" 2>&1 || { show_log "$LOGS/compose-up.log"; fail "compose up api worker"; }
+    say "compose: migrated, api and worker started"
     wait_status "$url/readyz" 200 "compose" || { compose logs api >&2; fail "compose: the API does not reach the database by service name"; }
-    ingest=$(compose exec -T api tlsrpt token create --scope ingest --name ci-compose-ingest | last_line) \
-        || fail "compose: tlsrpt token create --scope ingest"
-    read=$(compose exec -T api tlsrpt token create --scope read --name ci-compose-read | last_line) \
-        || fail "compose: tlsrpt token create --scope read"
-    post_result "$url" "$ingest" || fail "compose: posting a result"
+    token=$(compose exec -T api tlsrpt token create --scope ingest --scope read --name ci-compose \
+        2>>"$LOGS/compose-up.log" | last_line) || fail "compose: tlsrpt token create"
+    say "compose: api ready, token made"
+    post_result "$url" "$token" || fail "compose: posting a result"
     day=$(date -u +%F)
-    body=$(curl -sS --fail-with-body --max-time 10 -H "Authorization: Bearer $read" "$url/v1/days/$day/results") \
+    body=$(curl -sS --fail-with-body --max-time 10 -H "Authorization: Bearer $token" "$url/v1/days/$day/results") \
         || fail "compose: GET /v1/days/$day/results: $body"
     grep -q 'example.com' <<<"$body" || fail "compose: the posted result was not read back: $body"
     check_worker
@@ -320,12 +347,14 @@ main() {
     [ "$(id -u)" = 0 ] || fail "run as root (rootful podman; debootstrap)"
     install_packages
     configure_podman
+    sweep_stale
     say "packages and podman ready"
     base_images
     say "base images ready"
     build_app
     say "app image built"
     single_run
+    say "single image checked"
     compose_run
     say "all container checks passed in $((SECONDS - STARTED))s"
     [ $((SECONDS - STARTED)) -lt 300 ] || say "WARNING: slower than the 5-minute budget"
