@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from app.config import Settings
 from app.db.pool import Pool
+from app.ingest.group_commit import GroupCommitter
 from app.tokens.service import Authenticator
 
 
@@ -27,11 +28,14 @@ class Resources:
     # Revisions the code expects; /readyz compares them with the database's.
     expected_heads: frozenset[str] = frozenset()
     authenticator: Authenticator = field(init=False)
+    committer: GroupCommitter = field(init=False)
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.pool)
+        self.committer = GroupCommitter(self.pool)
 
     async def close(self) -> None:
+        await self.committer.close()
         await self.pool.close()
 
 
