@@ -187,7 +187,7 @@ post_result() {  # $1 base url, $2 ingest token -> fails unless 200 {"accepted":
                  "max_age: 86400"], "mx-host": ["mx.example.com"]},
                  "result-type": "success", "count": 1}]}' \
         -w '\n%{http_code}') || { echo "[ci-container] POST $1/v1/results failed" >&2; return 1; }
-    [ "$(tail -n 1 <<<"$body")" = 200 ] && grep -q '"accepted": *1' <<<"$body" \
+    [ "$(tail -n 1 <<<"$body")" = 200 ] && grep -Eq '"accepted": *1[,}]' <<<"$body" \
         || { echo "[ci-container] POST /v1/results answered: $body" >&2; return 1; }
 }
 
