@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from app.config import Settings
 from app.db.pool import Pool
+from app.dns.resolver import DnsResolver, TxtResolver
 from app.ingest.group_commit import GroupCommitter
 from app.tokens.service import Authenticator
 
@@ -29,10 +30,15 @@ class Resources:
     expected_heads: frozenset[str] = frozenset()
     authenticator: Authenticator = field(init=False)
     committer: GroupCommitter = field(init=False)
+    # DNS for `_smtp._tls` lookups; None builds the real one from settings.dns. Tests pass
+    # a fake resolver.
+    resolver: TxtResolver = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.pool)
         self.committer = GroupCommitter(self.pool)
+        if self.resolver is None:
+            self.resolver = DnsResolver(self.settings.dns)
 
     async def close(self) -> None:
         await self.committer.close()
