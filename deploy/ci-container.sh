@@ -12,10 +12,11 @@
 #      migration, 200 after), a token made inside the container, one result posted,
 #      SIGTERM stops it promptly;
 #   5. brings deploy/compose.yaml up, checks the API reaches the database by service name
-#      (/readyz, and a posted result read back with a read token), and brings it down.
+#      (/readyz, and a posted result read back with a read-scoped token), brings it down.
 # Everything it starts is removed on exit, failure included; only 127.0.0.1 is used.
-# Cached between runs (TLSRPT_CI_CACHE, default /var/tmp/tlsrpt-ci): packages, tools venv,
-# image storage with the base images and build layers. A cached run takes well under a minute.
+# Cached between runs (TLSRPT_CI_CACHE, default /var/tmp/tlsrpt-ci): the tools venv and the
+# image storage with the base images and the dependency layer (installed apt packages are
+# reused too). From nothing: 3-6 minutes on 2 busy cores; cached: 1-1.5 minutes.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -100,7 +101,7 @@ EOF
 # An image is rebuilt only when its recipe changes: the recipe's hash is a label on it. The
 # Debian image's recipe is build_debian_image itself; a stand-in's is its files in deploy/ci/
 # and the Debian image's recipe.
-recipe_hash() { cat "$@" | sha256sum | cut -c1-16; }
+recipe_hash() { sha256sum | cut -c1-16; }   # of stdin
 debian_recipe() { { declare -f build_debian_image; echo "$SUITE $MIRROR"; } | recipe_hash; }
 
 image_label() {  # $1 image, $2 label -> value or nothing
@@ -209,8 +210,10 @@ post_result() {  # $1 base url, $2 ingest token -> fails unless 200 {"accepted":
                  "max_age: 86400"], "mx-host": ["mx.example.com"]},
                  "result-type": "success", "count": 1}]}' \
         -w '\n%{http_code}') || { echo "[ci-container] POST $1/v1/results failed" >&2; return 1; }
-    [ "$(tail -n 1 <<<"$body")" = 200 ] && grep -Eq '"accepted": *1[,}]' <<<"$body" \
-        || { echo "[ci-container] POST /v1/results answered: $body" >&2; return 1; }
+    if [ "$(tail -n 1 <<<"$body")" != 200 ] || ! grep -Eq '"accepted": *1[,}]' <<<"$body"; then
+        echo "[ci-container] POST /v1/results answered: $body" >&2
+        return 1
+    fi
 }
 
 last_line() { tail -n 1 | tr -d '\r'; }
