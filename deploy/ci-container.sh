@@ -95,6 +95,9 @@ graphroot = "$CACHE/storage"
 runroot = "/run/tlsrpt-ci-storage"
 EOF
     export CONTAINERS_CONF=$CACHE/containers.conf CONTAINERS_STORAGE_CONF=$CACHE/storage.conf
+    # buildah's scratch directories, removed on exit even when a build was interrupted.
+    export TMPDIR=$CACHE/tmp/$RUN_ID
+    mkdir -p "$TMPDIR"
 }
 
 # ------------------------------------------------------------------------- 2. base images
@@ -235,6 +238,7 @@ cleanup() {
     fi
     for c in "${CONTAINERS[@]}"; do podman rm -f -t 5 "$c" >/dev/null 2>&1; done
     [ -n "$NETWORK" ] && podman network rm -f "$NETWORK" >/dev/null 2>&1
+    rm -rf "$CACHE/tmp/$RUN_ID"
     if [ $rc -eq 0 ]; then
         rm -rf "$LOGS"
     else
