@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+
+import psycopg
+from psycopg_pool import PoolTimeout
 
 from app.cli import admin, inbound, reports, serve, tokens
 
@@ -22,5 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        # An unreachable database is an operator's problem to fix, not a program error.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"tlsrpt: database unavailable: {reason}", file=sys.stderr)
+        return 1
     return result
