@@ -50,8 +50,9 @@ def parse(raw: bytes) -> EmailMessage:
 
 
 def build(mail: ReportMail) -> bytes:
-    return build_report_message(mail, now=NOW, message_id=format_message_id(mail.report_id, 7,
-                                                                             mail.submitter))
+    return build_report_message(
+        mail, now=NOW, message_id=format_message_id(mail.report_id, 7, mail.submitter)
+    )
 
 
 def test_headers_are_the_rfc_8460_set() -> None:
@@ -71,8 +72,16 @@ def test_headers_are_the_rfc_8460_set() -> None:
     assert message["Auto-Submitted"] == "auto-generated"
     assert message["MIME-Version"] == "1.0"
     assert [k.lower() for k in message.keys()] == [
-        "from", "to", "date", "message-id", "subject", "tls-report-domain",
-        "tls-report-submitter", "tls-required", "auto-submitted", "mime-version",
+        "from",
+        "to",
+        "date",
+        "message-id",
+        "subject",
+        "tls-report-domain",
+        "tls-report-submitter",
+        "tls-required",
+        "auto-submitted",
+        "mime-version",
         "content-type",
     ]
 
@@ -225,5 +234,5 @@ def test_submitter_and_sender() -> None:
     assert submitter_domain("https://reports.sender.example/contact") == "reports.sender.example"
     assert sender_address(None, "tlsrpt@sender.example") == "tlsrpt@sender.example"
     assert sender_address("noreply@Mail.Sender.Example", "x") == "noreply@mail.sender.example"
-    with pytest.raises(ValueError, match="mail.from"):
+    with pytest.raises(ValueError, match=r"mail\.from"):
         sender_address(None, "https://sender.example/")
