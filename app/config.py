@@ -107,7 +107,7 @@ class ReportSettings(BaseModel):
         if "@" in value and ":" not in value.split("@", 1)[0]:
             _, addr = parseaddr(value)
             local, _, domain = addr.rpartition("@")
-            if not local or not domain or "." not in domain and domain != "localhost":
+            if not local or not domain or ("." not in domain and domain != "localhost"):
                 raise ValueError(f"{value!r} is not an email address")
             return addr
         parts = urlsplit(value)

@@ -57,8 +57,11 @@ class Policy:
     def key(self) -> bytes:
         """A stable 16-byte identity, the database key of the policy."""
         return _digest(
-            "policy", self.policy_type.value, self.policy_domain,
-            *("s:" + s for s in self.policy_string), *("m:" + m for m in self.mx_host),
+            "policy",
+            self.policy_type.value,
+            self.policy_domain,
+            *("s:" + s for s in self.policy_string),
+            *("m:" + m for m in self.mx_host),
         )
 
 
@@ -82,11 +85,19 @@ class FailureDetail:
     def key(self) -> bytes:
         """A stable 16-byte identity: details merge when every field but the count is equal."""
         return _digest(
-            "detail", self.result_type.value,
-            *("" if v is None else "=" + v for v in (
-                self.sending_mta_ip, self.receiving_mx_hostname, self.receiving_mx_helo,
-                self.receiving_ip, self.additional_information, self.failure_reason_code,
-            )),
+            "detail",
+            self.result_type.value,
+            *(
+                "" if v is None else "=" + v
+                for v in (
+                    self.sending_mta_ip,
+                    self.receiving_mx_hostname,
+                    self.receiving_mx_helo,
+                    self.receiving_ip,
+                    self.additional_information,
+                    self.failure_reason_code,
+                )
+            ),
         )
 
 
@@ -98,3 +109,15 @@ def _digest(*parts: str) -> bytes:
         h.update(len(data).to_bytes(4, "big"))
         h.update(data)
     return h.digest()
+
+
+@dataclass(slots=True)
+class PolicyAggregate:
+    """One policy's counters for one UTC day, as a report's `policies` entry needs them."""
+
+    policy: Policy
+    success_count: int
+    failure_count: int
+    # Sessions not flagged `report-delivery`: only these can cause a report (RFC 8460 §3).
+    trigger_count: int
+    failure_details: list[tuple[FailureDetail, int]]

@@ -55,3 +55,11 @@ def normalise_ip(value: str) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
+
+
+def normalise_mx_pattern(value: str) -> str:
+    """An MTA-STS `mx` pattern: a domain, optionally with a `*.` wildcard (RFC 8461 §3.2)."""
+    text = value.strip()
+    if text.startswith("*."):
+        return "*." + normalise_domain(text[2:])
+    return normalise_domain(text)

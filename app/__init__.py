@@ -1,0 +1,1 @@
+"""TLSRPT service: collects MTA TLS results, sends RFC 8460 reports, receives reports."""

@@ -1,0 +1,127 @@
+"""One error shape for every response, and the mapping of domain errors to status codes.
+
+`{"error": {"code": "...", "message": "...", "details": [...]}}`. Unexpected exceptions
+become a 500 with the request id and no stack trace; the trace goes to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.ingest.service import ClosedDayError
+from app.logs import request_id
+
+log = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    index: int | None = None
+    field: str | None = None
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] = []
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ApiError(Exception):
+    """Raised by routes: becomes `status` with the error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or []
+        self.headers = headers
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = {"error": {"code": code, "message": message, "details": details or []}}
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the error statuses a route can return."""
+    return {status: {"model": ErrorResponse} for status in statuses}
+
+
+def validation_details(errors: list[Any], *, skip: int = 0) -> list[dict[str, Any]]:
+    """pydantic errors as {index, field, reason}; `skip` drops leading loc parts."""
+    details = []
+    for err in errors:
+        loc = list(err.get("loc", ()))[skip:]
+        index = loc.pop(0) if loc and isinstance(loc[0], int) else None
+        field = ".".join(str(part) for part in loc) or None
+        reason = str(err.get("msg", "invalid"))
+        details.append({"index": index, "field": field, "reason": reason})
+    return details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(ClosedDayError)
+    async def _closed_day(_: Request, exc: ClosedDayError) -> Response:
+        days = ", ".join(d.isoformat() for d in exc.days)
+        return error_response(
+            409,
+            "day_closed",
+            f"results for {days} are refused: the day's reports are already built",
+            [{"field": "timestamp", "reason": f"day {d.isoformat()} is closed"} for d in exc.days],
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        return error_response(
+            422,
+            "invalid_request",
+            "the request is invalid",
+            validation_details(list(exc.errors()))[:100],
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        return error_response(
+            exc.status_code, "http_error", str(exc.detail), headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        log.error("unhandled_error", exc_info=exc)
+        return error_response(
+            500,
+            "internal_error",
+            f"internal error; quote request id {request_id.get()} to the operator",
+        )

@@ -1,0 +1,26 @@
+"""The `tlsrpt` command. Each area registers its subcommands from its own module."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from app.cli import admin, serve, tokens
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tlsrpt",
+        description="SMTP TLS Reporting (RFC 8460) service. Configuration: TLSRPT_* "
+        "environment variables (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (serve, admin, tokens):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result

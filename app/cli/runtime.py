@@ -1,0 +1,55 @@
+"""What every CLI command shares: settings that exit with readable lines, the database
+URL (a configured server, or the embedded one started and stopped around the command),
+and opened resources."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+from app.config import Settings, SettingsError, load_settings
+from app.logs import setup_logging
+from app.resources import Resources, open_resources
+
+
+def settings_or_exit() -> Settings:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print("tlsrpt: invalid configuration:", file=sys.stderr)
+        for line in exc.lines:
+            print(f"  {line}", file=sys.stderr)
+        raise SystemExit(2) from None
+    setup_logging(settings.log_level, settings.log_format.value)
+    return settings
+
+
+@contextmanager
+def database_url(settings: Settings, *, migrate: bool = True) -> Iterator[str]:
+    """The configured URL, or an embedded server's for the duration of the block.
+
+    The embedded database is migrated on start: a fresh machine needs no extra step.
+    """
+    if settings.database_url is not None:
+        yield settings.database_url.get_secret_value()
+        return
+    from app.db.embedded import start_embedded
+    from app.db.migrate import upgrade
+
+    embedded = start_embedded(settings.data_dir)
+    try:
+        if migrate:
+            upgrade(embedded.url)
+        yield embedded.url
+    finally:
+        embedded.stop()
+
+
+@asynccontextmanager
+async def opened(settings: Settings, url: str) -> AsyncIterator[Resources]:
+    resources = await open_resources(settings, url)
+    try:
+        yield resources
+    finally:
+        await resources.close()

@@ -1,0 +1,90 @@
+"""`tlsrpt token create|list|revoke`: manage bearer tokens (works on the embedded DB too)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from app.cli.runtime import database_url, opened, settings_or_exit
+from app.tokens.service import Scope, TokenNameTakenError, create_token, list_tokens, revoke_token
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    token = sub.add_parser("token", help="create, list and revoke API tokens")
+    tsub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    p = tsub.add_parser("create", help="create a token; prints it on the last line")
+    p.add_argument("--name", required=True, help="a name to list and revoke it by")
+    p.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=[s.value for s in Scope],
+        help="repeat for several scopes",
+    )
+    p.set_defaults(func=_create)
+    p = tsub.add_parser("list", help="list tokens (never their secrets)")
+    p.set_defaults(func=_list)
+    p = tsub.add_parser("revoke", help="revoke the active token of this name")
+    p.add_argument("name")
+    p.set_defaults(func=_revoke)
+
+
+def _create(args: argparse.Namespace) -> int:
+    settings = settings_or_exit()
+    scopes = [Scope(s) for s in args.scope]
+
+    async def run(url: str) -> str:
+        async with opened(settings, url) as res:
+            return await create_token(res.pool, args.name, scopes)
+
+    with database_url(settings) as url:
+        try:
+            token = asyncio.run(run(url))
+        except TokenNameTakenError:
+            print(f"tlsrpt: an active token named {args.name!r} exists", file=sys.stderr)
+            return 1
+    print(
+        f"created token {args.name!r} with scopes {', '.join(sorted(args.scope))}; "
+        "it is shown only once:",
+        file=sys.stderr,
+    )
+    print(token)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    settings = settings_or_exit()
+
+    async def run(url: str) -> None:
+        async with opened(settings, url) as res:
+            rows = await list_tokens(res.pool)
+        print(f"{'NAME':24} {'SCOPES':24} {'CREATED':20} STATE")
+        for t in rows:
+            state = (
+                "revoked " + t.revoked_at.strftime("%Y-%m-%d %H:%M") if t.revoked_at else "active"
+            )
+            print(
+                f"{t.name:24} {','.join(t.scopes):24} "
+                f"{t.created_at.strftime('%Y-%m-%d %H:%M'):20} {state}"
+            )
+
+    with database_url(settings) as url:
+        asyncio.run(run(url))
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    settings = settings_or_exit()
+
+    async def run(url: str) -> bool:
+        async with opened(settings, url) as res:
+            return await revoke_token(res.pool, args.name)
+
+    with database_url(settings) as url:
+        done = asyncio.run(run(url))
+    if not done:
+        print(f"tlsrpt: no active token named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.name!r}")
+    return 0

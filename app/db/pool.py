@@ -1,0 +1,28 @@
+"""The psycopg 3 async connection pool shared by every service of one process."""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+from app.config import DatabaseSettings
+
+Pool = AsyncConnectionPool[AsyncConnection[tuple[object, ...]]]
+
+
+async def open_pool(url: str, settings: DatabaseSettings) -> Pool:
+    """Open a pool and wait until its first connections are up."""
+    pool: Pool = AsyncConnectionPool(
+        url,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        kwargs={
+            "row_factory": tuple_row,
+            "connect_timeout": max(1, int(settings.connect_timeout_seconds)),
+        },
+        open=False,
+        name="tlsrpt",
+    )
+    await pool.open(wait=True, timeout=settings.connect_timeout_seconds)
+    return pool

@@ -1,0 +1,246 @@
+"""SQL for days and the aggregate counters (policy_counts, failure_counts, recipient_counts).
+
+Upserts add many rows per statement from JSON record sets, with rows sorted by key so
+concurrent batches lock rows in one global order and cannot deadlock.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import orjson
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from app.tlsrpt.model import (
+    FailureDetail,
+    Policy,
+    PolicyAggregate,
+    PolicyType,
+    ResultType,
+)
+from app.tlsrpt.tally import Tally
+
+Conn = AsyncConnection[tuple[object, ...]]
+
+# Namespace of the per-day advisory locks (classid of the two-key form).
+DAY_LOCK_NAMESPACE = 84_600_001
+
+
+async def lock_days_shared(conn: Conn, days: list[date]) -> None:
+    """Block closing of these days until the transaction ends.
+
+    There may be no `days` row yet for a day being ingested, hence an advisory lock
+    rather than a row lock. Taken in date order.
+    """
+    await conn.execute(
+        """
+        SELECT pg_advisory_xact_lock_shared(%(ns)s, d - DATE '1970-01-01')
+        FROM unnest(%(days)s::date[]) AS d ORDER BY d
+        """,
+        {"ns": DAY_LOCK_NAMESPACE, "days": sorted(days)},
+    )
+
+
+async def lock_day_exclusive(conn: Conn, day: date) -> None:
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(%(ns)s, %(day)s::date - DATE '1970-01-01')",
+        {"ns": DAY_LOCK_NAMESPACE, "day": day},
+    )
+
+
+async def list_closed_days(conn: Conn, days: list[date]) -> list[date]:
+    cur = await conn.execute(
+        """
+        SELECT day FROM days
+        WHERE day = ANY(%(days)s::date[]) AND closed_at IS NOT NULL ORDER BY day
+        """,
+        {"days": days},
+    )
+    return [row[0] for row in await cur.fetchall()]  # type: ignore[misc]
+
+
+async def upsert_day_closed(conn: Conn, day: date) -> bool:
+    """Mark the day closed; True if this call closed it."""
+    cur = await conn.execute(
+        """
+        INSERT INTO days (day, closed_at) VALUES (%(day)s, now())
+        ON CONFLICT (day) DO UPDATE SET closed_at = now() WHERE days.closed_at IS NULL
+        RETURNING day
+        """,
+        {"day": day},
+    )
+    return await cur.fetchone() is not None
+
+
+async def upsert_counts(conn: Conn, tally: Tally) -> None:
+    """Add a tally's counters to the database (three multi-row upserts)."""
+    entries = sorted(tally, key=lambda e: (e.day, e.policy.key))
+    policy_rows = []
+    detail_rows = []
+    recipient_rows = []
+    for e in entries:
+        pkey = e.policy.key.hex()
+        day = e.day.isoformat()
+        policy_rows.append(
+            {
+                "day": day,
+                "policy_key": pkey,
+                "policy_type": e.policy.policy_type.value,
+                "policy_domain": e.policy.policy_domain,
+                "policy_string": e.policy.policy_string,
+                "mx_host": e.policy.mx_host,
+                "success_count": e.success_count,
+                "failure_count": e.failure_count,
+                "trigger_count": e.trigger_count,
+            }
+        )
+        for d, n in sorted(e.details.items(), key=lambda item: item[0].key):
+            detail_rows.append(
+                {
+                    "day": day,
+                    "policy_key": pkey,
+                    "detail_key": d.key.hex(),
+                    "result_type": d.result_type.value,
+                    "sending_mta_ip": d.sending_mta_ip,
+                    "receiving_mx_hostname": d.receiving_mx_hostname,
+                    "receiving_mx_helo": d.receiving_mx_helo,
+                    "receiving_ip": d.receiving_ip,
+                    "additional_information": d.additional_information,
+                    "failure_reason_code": d.failure_reason_code,
+                    "n": n,
+                }
+            )
+        for domain, (ok, failed) in sorted(e.recipients.items()):
+            recipient_rows.append(
+                {
+                    "day": day,
+                    "policy_key": pkey,
+                    "recipient_domain": domain,
+                    "success_count": ok,
+                    "failure_count": failed,
+                }
+            )
+    await conn.execute(
+        """
+        INSERT INTO policy_counts AS c (day, policy_key, policy_type, policy_domain,
+            policy_string, mx_host, success_count, failure_count, trigger_count)
+        SELECT r.day, decode(r.policy_key, 'hex'), r.policy_type, r.policy_domain,
+            r.policy_string, r.mx_host, r.success_count, r.failure_count, r.trigger_count
+        FROM jsonb_to_recordset(%(rows)s) AS r(day date, policy_key text, policy_type text,
+            policy_domain text, policy_string text[], mx_host text[], success_count bigint,
+            failure_count bigint, trigger_count bigint)
+        ON CONFLICT (day, policy_key) DO UPDATE SET
+            success_count = c.success_count + EXCLUDED.success_count,
+            failure_count = c.failure_count + EXCLUDED.failure_count,
+            trigger_count = c.trigger_count + EXCLUDED.trigger_count
+        """,
+        {"rows": _jsonb(policy_rows)},
+    )
+    if detail_rows:
+        await conn.execute(
+            """
+            INSERT INTO failure_counts AS c (day, policy_key, detail_key, result_type,
+                sending_mta_ip, receiving_mx_hostname, receiving_mx_helo, receiving_ip,
+                additional_information, failure_reason_code, failed_session_count)
+            SELECT r.day, decode(r.policy_key, 'hex'), decode(r.detail_key, 'hex'),
+                r.result_type, r.sending_mta_ip, r.receiving_mx_hostname,
+                r.receiving_mx_helo, r.receiving_ip, r.additional_information,
+                r.failure_reason_code, r.n
+            FROM jsonb_to_recordset(%(rows)s) AS r(day date, policy_key text,
+                detail_key text, result_type text, sending_mta_ip inet,
+                receiving_mx_hostname text, receiving_mx_helo text, receiving_ip inet,
+                additional_information text, failure_reason_code text, n bigint)
+            ON CONFLICT (day, policy_key, detail_key) DO UPDATE SET
+                failed_session_count = c.failed_session_count + EXCLUDED.failed_session_count
+            """,
+            {"rows": _jsonb(detail_rows)},
+        )
+    if recipient_rows:
+        await conn.execute(
+            """
+            INSERT INTO recipient_counts AS c (day, policy_key, recipient_domain,
+                success_count, failure_count)
+            SELECT r.day, decode(r.policy_key, 'hex'), r.recipient_domain,
+                r.success_count, r.failure_count
+            FROM jsonb_to_recordset(%(rows)s) AS r(day date, policy_key text,
+                recipient_domain text, success_count bigint, failure_count bigint)
+            ON CONFLICT (day, policy_key, recipient_domain) DO UPDATE SET
+                success_count = c.success_count + EXCLUDED.success_count,
+                failure_count = c.failure_count + EXCLUDED.failure_count
+            """,
+            {"rows": _jsonb(recipient_rows)},
+        )
+
+
+def _jsonb(rows: list[dict[str, object]]) -> Jsonb:
+    return Jsonb(rows, dumps=lambda obj: orjson.dumps(obj).decode())
+
+
+async def list_day_aggregates(
+    conn: Conn, day: date, policy_domain: str | None = None
+) -> list[PolicyAggregate]:
+    """The day's counters, ordered by policy domain then policy key."""
+    params = {"day": day, "domain": policy_domain}
+    cur = await conn.execute(
+        """
+        SELECT policy_key, policy_type, policy_domain, policy_string, mx_host,
+            success_count, failure_count, trigger_count
+        FROM policy_counts
+        WHERE day = %(day)s AND (%(domain)s::text IS NULL OR policy_domain = %(domain)s)
+        ORDER BY policy_domain, policy_key
+        """,
+        params,
+    )
+    aggregates: dict[bytes, PolicyAggregate] = {}
+    for key, ptype, domain, pstring, mx, ok, failed, trigger in await cur.fetchall():
+        policy = Policy(PolicyType(ptype), domain, tuple(pstring), tuple(mx))  # type: ignore[arg-type]
+        aggregates[key] = PolicyAggregate(policy, ok, failed, trigger, [])  # type: ignore[index, arg-type]
+    cur = await conn.execute(
+        """
+        SELECT f.policy_key, f.result_type, host(f.sending_mta_ip), f.receiving_mx_hostname,
+            f.receiving_mx_helo, host(f.receiving_ip), f.additional_information,
+            f.failure_reason_code, f.failed_session_count
+        FROM failure_counts f
+        WHERE f.day = %(day)s AND (%(domain)s::text IS NULL OR f.policy_key IN (
+            SELECT policy_key FROM policy_counts
+            WHERE day = %(day)s AND policy_domain = %(domain)s))
+        ORDER BY f.policy_key, f.detail_key
+        """,
+        params,
+    )
+    for key, rtype, smta, mxname, helo, rip, info, code, n in await cur.fetchall():
+        detail = FailureDetail(ResultType(rtype), smta, mxname, helo, rip, info, code)  # type: ignore[arg-type]
+        aggregates[key].failure_details.append((detail, n))  # type: ignore[index, arg-type]
+    return list(aggregates.values())
+
+
+async def list_day_domains(conn: Conn, day: date) -> list[str]:
+    cur = await conn.execute(
+        "SELECT DISTINCT policy_domain FROM policy_counts WHERE day = %(day)s ORDER BY 1",
+        {"day": day},
+    )
+    return [row[0] for row in await cur.fetchall()]  # type: ignore[misc]
+
+
+async def list_open_days_before(conn: Conn, day: date) -> list[date]:
+    """Days with results that are not closed yet and end before `day`."""
+    cur = await conn.execute(
+        """
+        SELECT DISTINCT c.day FROM policy_counts c
+        LEFT JOIN days d ON d.day = c.day
+        WHERE c.day < %(day)s AND d.closed_at IS NULL ORDER BY 1
+        """,
+        {"day": day},
+    )
+    return [row[0] for row in await cur.fetchall()]  # type: ignore[misc]
+
+
+async def delete_counts_before(conn: Conn, day: date) -> int:
+    """Retention: drop every counter of days before `day`; returns policy rows deleted."""
+    params = {"day": day}
+    await conn.execute("DELETE FROM failure_counts WHERE day < %(day)s", params)
+    await conn.execute("DELETE FROM recipient_counts WHERE day < %(day)s", params)
+    cur = await conn.execute("DELETE FROM policy_counts WHERE day < %(day)s", params)
+    await conn.execute("DELETE FROM days WHERE day < %(day)s", params)
+    return cur.rowcount

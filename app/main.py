@@ -1,0 +1,141 @@
+"""The FastAPI application: `create_app(settings, resources)`.
+
+When `resources` is None the lifespan opens them from settings (the pool on
+`database_url`); tests and the CLI usually pass ready resources. Routers come from
+`app.api`; this module only assembles them with the middleware and error handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic.json_schema import models_json_schema
+
+from app import metrics
+from app.api import days, health, ingest
+from app.api.errors import install_error_handlers
+from app.config import Settings
+from app.logs import request_id
+from app.resources import Resources, open_resources
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+DESCRIPTION = """\
+SMTP TLS Reporting (RFC 8460) for any MTA.
+
+MTAs post the TLS outcome of their SMTP sessions to `POST /v1/results`; the service
+aggregates them per UTC day and policy domain, and after each day sends RFC 8460 reports
+to the `rua` of `_smtp._tls.<policy-domain>`.
+
+Authenticate with `Authorization: Bearer <token>`; tokens and their scopes (`ingest`,
+`read`, `admin`) are created with `tlsrpt token create`.
+"""
+
+Hook = Callable[[Resources], Awaitable[Any]]
+
+
+def create_app(
+    settings: Settings,
+    resources: Resources | None = None,
+    *,
+    database_url: str | None = None,
+    on_start: list[Hook] | None = None,
+) -> FastAPI:
+    """Build the app. `on_start` hooks run in the lifespan (background tasks, listeners);
+    each may return an async cleanup callable."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = resources is None
+        res = resources
+        if res is None:
+            url = database_url or (
+                settings.database_url.get_secret_value() if settings.database_url else None
+            )
+            if url is None:
+                raise RuntimeError("create_app needs resources or a database URL")
+            res = await open_resources(settings, url)
+        app.state.resources = res
+        cleanups = []
+        try:
+            for hook in on_start or []:
+                cleanup = await hook(res)
+                if cleanup is not None:
+                    cleanups.append(cleanup)
+            yield
+        finally:
+            for cleanup in reversed(cleanups):
+                await cleanup()
+            if own:
+                await res.close()
+
+    app = FastAPI(
+        title="TLSRPT service",
+        version=VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    if resources is not None:
+        app.state.resources = resources
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def _request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        rid = request.headers.get("x-request-id", "")
+        if not (0 < len(rid) <= 64 and rid.isascii() and rid.replace("-", "").isalnum()):
+            rid = secrets.token_hex(8)
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        finally:
+            request_id.reset(token)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        metrics.HTTP_LATENCY.labels(path).observe(time.perf_counter() - started)
+        response.headers["X-Request-ID"] = rid
+        return response
+
+    app.include_router(health.router)
+    app.include_router(ingest.router)
+    app.include_router(days.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def _metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    documented = list(ingest.DOCUMENTED_MODELS)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            _, defs = models_json_schema(
+                [(m, "validation") for m in documented],
+                ref_template="#/components/schemas/{model}",
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                defs.get("$defs", {})
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

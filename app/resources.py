@@ -1,0 +1,44 @@
+"""Resources opened once per process and handed to services explicitly.
+
+The API and the worker share them; tests build them with fakes for the clock (and, in
+the areas that need them, the resolver and senders). Areas add their own fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from app.config import Settings
+from app.db.pool import Pool
+from app.tokens.service import Authenticator
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    pool: Pool
+    clock: Callable[[], datetime] = utc_now
+    # Revisions the code expects; /readyz compares them with the database's.
+    expected_heads: frozenset[str] = frozenset()
+    authenticator: Authenticator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.authenticator = Authenticator(self.pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+async def open_resources(settings: Settings, database_url: str) -> Resources:
+    """Open the pool and everything else a process needs."""
+    from app.db.migrate import expected_heads
+    from app.db.pool import open_pool
+
+    pool = await open_pool(database_url, settings.database)
+    return Resources(settings=settings, pool=pool, expected_heads=expected_heads())

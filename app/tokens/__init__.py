@@ -1,0 +1,1 @@
+"""Bearer tokens with scopes, stored as SHA-256 digests."""

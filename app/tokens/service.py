@@ -1,0 +1,99 @@
+"""Token lifecycle: create (the secret is shown once), list, revoke, authenticate.
+
+Tokens are 256-bit random secrets, so a single SHA-256 digest is a safe way to store
+them (no password-style stretching is needed for high-entropy secrets). Authentication
+results are cached for a few seconds per process: a request does not cost a query,
+and a revocation takes effect everywhere within `CACHE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from psycopg import errors
+
+from app.db.pool import Pool
+from app.tokens import store
+
+TOKEN_PREFIX = "tlsrpt_"  # noqa: S105 (a prefix, not a secret)
+CACHE_SECONDS = 10.0
+
+
+class Scope(StrEnum):
+    INGEST = "ingest"
+    READ = "read"
+    ADMIN = "admin"
+    # The path token of the public rua endpoint for incoming reports.
+    INBOUND = "inbound"
+
+
+class TokenNameTakenError(Exception):
+    """An active token already has this name."""
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def create_token(pool: Pool, name: str, scopes: list[Scope]) -> str:
+    """Create a token and return its secret; only the digest is stored."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    try:
+        async with pool.connection() as conn:
+            await store.insert_token(
+                conn,
+                name=name,
+                scopes=sorted({s.value for s in scopes}),
+                token_hash=hash_token(token),
+            )
+    except errors.UniqueViolation:
+        raise TokenNameTakenError(name) from None
+    return token
+
+
+async def list_tokens(pool: Pool) -> list[TokenInfo]:
+    async with pool.connection() as conn:
+        return [TokenInfo(*row) for row in await store.list_tokens(conn)]
+
+
+async def revoke_token(pool: Pool, name: str) -> bool:
+    async with pool.connection() as conn:
+        return await store.mark_revoked(conn, name) > 0
+
+
+class Authenticator:
+    """Maps a presented token to its scopes, with a short per-process cache."""
+
+    def __init__(self, pool: Pool, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._pool = pool
+        self._monotonic = monotonic
+        self._cache: dict[bytes, tuple[float, frozenset[str] | None]] = {}
+
+    async def scopes(self, token: str) -> frozenset[str] | None:
+        """The token's scopes, or None for an unknown or revoked token."""
+        digest = hash_token(token)
+        now = self._monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        async with self._pool.connection() as conn:
+            found = await store.get_active_scopes(conn, digest)
+        result = None if found is None else frozenset(found)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (now + CACHE_SECONDS, result)
+        return result

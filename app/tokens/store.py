@@ -1,0 +1,47 @@
+"""SQL for api_tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from psycopg import AsyncConnection
+
+Conn = AsyncConnection[tuple[object, ...]]
+
+
+async def insert_token(conn: Conn, *, name: str, scopes: list[str], token_hash: bytes) -> int:
+    cur = await conn.execute(
+        """
+        INSERT INTO api_tokens (name, scopes, token_hash)
+        VALUES (%(name)s, %(scopes)s, %(token_hash)s)
+        RETURNING id
+        """,
+        {"name": name, "scopes": scopes, "token_hash": token_hash},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])  # type: ignore[call-overload]
+
+
+async def get_active_scopes(conn: Conn, token_hash: bytes) -> list[str] | None:
+    cur = await conn.execute(
+        "SELECT scopes FROM api_tokens WHERE token_hash = %(h)s AND revoked_at IS NULL",
+        {"h": token_hash},
+    )
+    row = await cur.fetchone()
+    return None if row is None else list(row[0])  # type: ignore[call-overload]
+
+
+async def list_tokens(conn: Conn) -> list[tuple[str, list[str], datetime, datetime | None]]:
+    cur = await conn.execute(
+        "SELECT name, scopes, created_at, revoked_at FROM api_tokens ORDER BY name, created_at"
+    )
+    return [(r[0], list(r[1]), r[2], r[3]) for r in await cur.fetchall()]  # type: ignore[misc, call-overload]
+
+
+async def mark_revoked(conn: Conn, name: str) -> int:
+    cur = await conn.execute(
+        "UPDATE api_tokens SET revoked_at = now() WHERE name = %(name)s AND revoked_at IS NULL",
+        {"name": name},
+    )
+    return cur.rowcount

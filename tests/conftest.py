@@ -1,0 +1,163 @@
+"""Test fixtures: a real PostgreSQL built by the real migrations.
+
+The server is `TLSRPT_TEST_DATABASE_URL` (or `TLSRPT_DATABASE_URL`) when set, else an
+embedded one (pgserver) in a temporary directory. Migrations run once into a template
+database per session; every test that asks for `database_url` gets a fresh database
+cloned from it (real commits, several connections), dropped afterwards. Database names
+carry the process id, so several test runs can share one server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import tempfile
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+
+from app.config import Settings
+from app.db.migrate import expected_heads, upgrade
+from app.db.pool import open_pool
+from app.main import create_app
+from app.resources import Resources
+from app.tokens.service import Scope, create_token
+from tests.clock import FakeClock
+
+_RUN = f"{os.getpid()}_{secrets.token_hex(3)}"
+_counter = itertools.count()
+
+
+def _with_database(url: str, name: str) -> str:
+    """Same server, another database (URL or conninfo with a `host=` query)."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """Admin connection string of the PostgreSQL server used by this test session."""
+    url = os.environ.get("TLSRPT_TEST_DATABASE_URL") or os.environ.get("TLSRPT_DATABASE_URL")
+    if url:
+        yield url
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        tmp = Path(tempfile.mkdtemp(prefix="tlsrpt-test-pg-"))
+        server = pgserver.get_server(tmp / "pgdata", cleanup_mode="delete")
+    try:
+        yield server.get_uri("postgres")
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server.cleanup()
+
+
+def _admin(server_url: str, statement: sql.Composable) -> None:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@pytest.fixture(scope="session")
+def template_database(server_url: str) -> Iterator[str]:
+    """A database migrated to the newest revision, the template of every test database."""
+    name = f"tlsrpt_tpl_{_RUN}"
+    _admin(server_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        upgrade(_with_database(server_url, name))
+        yield name
+    finally:
+        _admin(server_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+def new_database(server_url: str, template: str) -> str:
+    name = f"tlsrpt_t_{_RUN}_{next(_counter)}"
+    _admin(server_url, sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+        sql.Identifier(name), sql.Identifier(template)))
+    return name
+
+
+def drop_database(server_url: str, name: str) -> None:
+    _admin(server_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+        sql.Identifier(name)))
+
+
+@pytest.fixture
+def database_url(server_url: str, template_database: str) -> Iterator[str]:
+    """A fresh, migrated database for this test."""
+    name = new_database(server_url, template_database)
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        drop_database(server_url, name)
+
+
+@pytest.fixture
+def empty_database_url(server_url: str) -> Iterator[str]:
+    """A database with no schema at all (for migration tests)."""
+    name = f"tlsrpt_e_{_RUN}_{next(_counter)}"
+    _admin(server_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        drop_database(server_url, name)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+async def resources(
+    settings: Settings, database_url: str, clock: FakeClock
+) -> AsyncIterator[Resources]:
+    pool = await open_pool(database_url, settings.database)
+    res = Resources(settings=settings, pool=pool, clock=clock, expected_heads=expected_heads())
+    try:
+        yield res
+    finally:
+        await res.close()
+
+
+@pytest.fixture
+async def client(resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client speaking to the app in process (no lifespan: resources are given)."""
+    app = create_app(resources.settings, resources)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+MakeToken = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+def make_token(resources: Resources) -> MakeToken:
+    """`await make_token(Scope.INGEST, ...)` -> a bearer token with those scopes."""
+
+    async def make(*scopes: Scope, name: str | None = None) -> str:
+        return await create_token(
+            resources.pool, name or f"test-{secrets.token_hex(4)}", list(scopes) or [Scope.READ]
+        )
+
+    return make
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
