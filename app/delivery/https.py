@@ -23,6 +23,7 @@ import httpx
 
 from app.config import HttpsSettings
 from app.delivery.errors import PermanentDeliveryError, Receipt, TemporaryDeliveryError
+from app.dns.resolver import TemporaryDnsError
 from app.tlsrpt.names import normalise_domain
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -35,13 +36,13 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class AddressResolver(Protocol):
-    """Resolves a host name to its addresses (A and AAAA).
+    """Resolves a host name to its addresses (A and AAAA), as text.
 
-    Returns an empty list when the name has no address; raises TemporaryDeliveryError when
-    DNS can not answer now (timeout, SERVFAIL).
+    Returns an empty list when the name has no address; raises TemporaryDnsError when DNS
+    can not answer now (timeout, SERVFAIL). `app.dns.resolver.DnsResolver` is the real one.
     """
 
-    async def resolve_addresses(self, host: str) -> list[IPAddress]: ...
+    async def resolve_addresses(self, host: str) -> list[str]: ...
 
 
 def refusal_reason(address: IPAddress, allowed: Sequence[IPNetwork]) -> str | None:
@@ -178,7 +179,11 @@ class HttpsPoster:
         if target.address is not None:
             addresses = [target.address]
         else:
-            addresses = await self._resolver.resolve_addresses(target.host)
+            try:
+                answers = await self._resolver.resolve_addresses(target.host)
+            except TemporaryDnsError as exc:
+                raise TemporaryDeliveryError("DNS lookup failed", excerpt=str(exc)) from None
+            addresses = _parse_addresses(answers)
             if not addresses:
                 raise PermanentDeliveryError(f"{target.host} has no address")
         permitted = [a for a in addresses if refusal_reason(a, self._allowed) is None]
@@ -232,6 +237,16 @@ class HttpsPoster:
                 "connection failed", excerpt=f"{type(exc).__name__}: {exc}"
             ) from None
         return _classify(response.status_code, excerpt)
+
+
+def _parse_addresses(answers: Sequence[str]) -> list[IPAddress]:
+    addresses: list[IPAddress] = []
+    for text in answers:
+        try:
+            addresses.append(ipaddress.ip_address(text))
+        except ValueError:
+            continue  # not an address: nothing to connect to
+    return addresses
 
 
 class _ConnectFailed(Exception):

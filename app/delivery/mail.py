@@ -16,7 +16,7 @@ from datetime import date, datetime
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from app.tlsrpt.names import normalise_domain
 
@@ -63,15 +63,6 @@ def _normalise_address(value: str, field: str) -> str:
     if len(address) > 254:
         raise ValueError(f"{field} is longer than 254 characters")
     return address
-
-
-def submitter_domain(contact_info: str) -> str:
-    """RFC 8460 §5.3 `TLS-Report-Submitter`: the domain of the report's contact-info."""
-    if "@" in contact_info and "://" not in contact_info:
-        host = contact_info.rpartition("@")[2]
-    else:
-        host = urlsplit(contact_info).hostname or ""
-    return normalise_domain(host)
 
 
 def sender_address(from_setting: str | None, contact_info: str) -> str:

@@ -13,10 +13,10 @@ from app.config import HttpsSettings
 from app.delivery.errors import PermanentDeliveryError, TemporaryDeliveryError
 from app.delivery.https import (
     HttpsPoster,
-    IPAddress,
     parse_https_rua,
     refusal_reason,
 )
+from app.dns.resolver import TemporaryDnsError
 from tests.delivery.certs import LoopbackCa
 from tests.delivery.sinks import HttpsReceiver, https_receiver
 
@@ -29,9 +29,11 @@ class FakeResolver:
         self.answers = answers
         self.asked: list[str] = []
 
-    async def resolve_addresses(self, host: str) -> list[IPAddress]:
+    async def resolve_addresses(self, host: str) -> list[str]:
         self.asked.append(host)
-        return [ipaddress.ip_address(a) for a in self.answers.get(host, [])]
+        if host == "servfail.example":
+            raise TemporaryDnsError("servfail.example: no nameserver answered")
+        return self.answers.get(host, [])
 
 
 class NoConnections(httpx.AsyncBaseTransport):
@@ -126,6 +128,14 @@ async def test_refused_targets_never_get_a_connection(
     with pytest.raises(PermanentDeliveryError) as refused:
         await poster.post(rua, BODY)
     assert reason in refused.value.reason
+    await poster.aclose()
+
+
+async def test_temporary_dns_failure_is_temporary() -> None:
+    poster = HttpsPoster(HttpsSettings(), FakeResolver({}), transport=NoConnections())
+    with pytest.raises(TemporaryDeliveryError, match="DNS") as failed:
+        await poster.post("https://servfail.example/", BODY)
+    assert "no nameserver answered" in failed.value.excerpt
     await poster.aclose()
 
 

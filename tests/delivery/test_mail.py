@@ -19,7 +19,6 @@ from app.delivery.mail import (
     format_message_id,
     parse_mailto,
     sender_address,
-    submitter_domain,
 )
 from app.delivery.signing import DkimKey, DkimKeyError, load_dkim_key, sign_message
 
@@ -229,9 +228,7 @@ def test_longest_valid_names_keep_one_header_each() -> None:
     assert message.defects == []
 
 
-def test_submitter_and_sender() -> None:
-    assert submitter_domain("tlsrpt-noreply@Sender.Example") == "sender.example"
-    assert submitter_domain("https://reports.sender.example/contact") == "reports.sender.example"
+def test_sender_address() -> None:
     assert sender_address(None, "tlsrpt@sender.example") == "tlsrpt@sender.example"
     assert sender_address("noreply@Mail.Sender.Example", "x") == "noreply@mail.sender.example"
     with pytest.raises(ValueError, match=r"mail\.from"):
