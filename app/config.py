@@ -163,6 +163,11 @@ class DeliverySettings(BaseModel):
     retry_max_hours: float = Field(default=24.0, gt=0)
     lease_seconds: int = Field(default=300, ge=5)
     concurrency: int = Field(default=32, ge=1)
+    # Deliveries claimed per round of the delivery loop.
+    batch_size: int = Field(default=200, ge=1)
+    # DKIM signing (RSA in dkimpy is Python arithmetic, ~10 ms per mail) runs in this many
+    # worker processes; 0 signs in the service process.
+    signing_processes: int = Field(default=0, ge=0)
 
 
 class SchedulerSettings(BaseModel):

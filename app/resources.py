@@ -9,10 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from app.config import Settings
 from app.db.pool import Pool
 from app.tokens.service import Authenticator
+
+if TYPE_CHECKING:
+    from app.delivery.senders import Senders
 
 
 def utc_now() -> datetime:
@@ -27,11 +31,16 @@ class Resources:
     # Revisions the code expects; /readyz compares them with the database's.
     expected_heads: frozenset[str] = frozenset()
     authenticator: Authenticator = field(init=False)
+    # SMTP relay, HTTPS poster, DKIM key: opened on first use (app.delivery.service
+    # .senders_of); tests pass senders aimed at loopback servers.
+    senders: Senders | None = None
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.pool)
 
     async def close(self) -> None:
+        if self.senders is not None:
+            await self.senders.aclose()
         await self.pool.close()
 
 

@@ -84,7 +84,7 @@ class SmtpRelay:
             raise TemporaryDeliveryError(
                 "relay unreachable", excerpt=f"{type(exc).__name__}: {exc}"
             ) from None
-        return Receipt(code=250, excerpt=reply)
+        return Receipt(code=250, excerpt=f"250 {reply}")
 
 
 def _classify(

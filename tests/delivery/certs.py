@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-SERVER_NAMES = ("localhost", "rua.test", "relay.test")
+SERVER_NAMES = ("localhost", "rua.test", "relay.test", "later.test")
 SERVER_IPS = ("127.0.0.1", "::1")
 
 

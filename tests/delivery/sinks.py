@@ -31,6 +31,9 @@ class SmtpHandler:
     messages: list[ReceivedMail] = field(default_factory=list)
     rcpt_replies: list[str] = field(default_factory=list)
     data_replies: list[str] = field(default_factory=list)
+    # When set, DATA waits for it (a relay that stops answering); data_waiting tells.
+    data_hook: asyncio.Event | None = None
+    data_waiting: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -41,6 +44,10 @@ class SmtpHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_hook is not None:
+            self.data_waiting.set()
+            await self.data_hook.wait()
+            return "451 4.3.0 gave up waiting"
         if self.data_replies:
             return self.data_replies.pop(0)
         content = envelope.original_content
