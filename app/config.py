@@ -99,6 +99,10 @@ class ReportSettings(BaseModel):
     # An email address or a URI, RFC 8460 §4.4 `contact-info`; its domain is the submitter.
     contact_info: str = "tlsrpt-noreply@localhost"
     send_success_only_days: bool = True
+    # A temporary DNS failure (SERVFAIL, timeout) of `_smtp._tls.<domain>` is retried with
+    # doubling delays from this one, for up to dns_retry_max_hours, then given up.
+    dns_retry_initial_seconds: float = Field(default=300.0, gt=0)
+    dns_retry_max_hours: float = Field(default=24.0, gt=0)
 
     @field_validator("contact_info")
     @classmethod

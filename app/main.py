@@ -8,23 +8,20 @@ When `resources` is None the lifespan opens them from settings (the pool on
 from __future__ import annotations
 
 import logging
-import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic.json_schema import models_json_schema
 
-from app import metrics
-from app.api import days, health, ingest
+from app.api import days, health, ingest, reports
 from app.api.errors import install_error_handlers
+from app.api.middleware import RequestContextMiddleware
 from app.config import Settings
-from app.logs import request_id
 from app.resources import Resources, open_resources
 
 log = logging.getLogger(__name__)
@@ -88,30 +85,12 @@ def create_app(
     if resources is not None:
         app.state.resources = resources
     install_error_handlers(app)
-
-    @app.middleware("http")
-    async def _request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        rid = request.headers.get("x-request-id", "")
-        if not (0 < len(rid) <= 64 and rid.isascii() and rid.replace("-", "").isalnum()):
-            rid = secrets.token_hex(8)
-        token = request_id.set(rid)
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            request_id.reset(token)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        metrics.HTTP_LATENCY.labels(path).observe(time.perf_counter() - started)
-        response.headers["X-Request-ID"] = rid
-        return response
+    app.add_middleware(RequestContextMiddleware)
 
     app.include_router(health.router)
     app.include_router(ingest.router)
     app.include_router(days.router)
+    app.include_router(reports.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def _metrics() -> Response:

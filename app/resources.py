@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from app.config import Settings
 from app.db.pool import Pool
+from app.dns.resolver import DnsResolver, TxtResolver
 from app.tokens.service import Authenticator
 
 if TYPE_CHECKING:
@@ -31,12 +32,17 @@ class Resources:
     # Revisions the code expects; /readyz compares them with the database's.
     expected_heads: frozenset[str] = frozenset()
     authenticator: Authenticator = field(init=False)
+    # DNS for `_smtp._tls` lookups; None builds the real one from settings.dns. Tests pass
+    # a fake resolver.
+    resolver: TxtResolver = None  # type: ignore[assignment]
     # SMTP relay, HTTPS poster, DKIM key: opened on first use (app.delivery.service
     # .senders_of); tests pass senders aimed at loopback servers.
     senders: Senders | None = None
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.pool)
+        if self.resolver is None:
+            self.resolver = DnsResolver(self.settings.dns)
 
     async def close(self) -> None:
         if self.senders is not None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 class FakeClock:
     def __init__(self, now: datetime | None = None) -> None:
-        self.now = now or datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+        self.now = now or datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now

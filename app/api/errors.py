@@ -17,7 +17,6 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.ingest.service import ClosedDayError
-from app.logs import request_id
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +114,4 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         return error_response(
             exc.status_code, "http_error", str(exc.detail), headers=getattr(exc, "headers", None)
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
-        log.error("unhandled_error", exc_info=exc)
-        return error_response(
-            500,
-            "internal_error",
-            f"internal error; quote request id {request_id.get()} to the operator",
         )

@@ -7,6 +7,9 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from types import FrameType
+
+import uvicorn
 
 from app.config import Settings, SettingsError, load_settings
 from app.logs import setup_logging
@@ -53,3 +56,13 @@ async def opened(settings: Settings, url: str) -> AsyncIterator[Resources]:
         yield resources
     finally:
         await resources.close()
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn, but SIGTERM/SIGINT end `run()` normally instead of re-raising the signal
+    after shutdown: the embedded database and other resources then close in order and
+    the exit status is 0."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()

@@ -11,7 +11,7 @@ import logging
 
 import uvicorn
 
-from app.cli.runtime import database_url, settings_or_exit
+from app.cli.runtime import GracefulServer, database_url, settings_or_exit
 
 log = logging.getLogger(__name__)
 
@@ -39,5 +39,5 @@ def serve(args: argparse.Namespace) -> int:
             server_header=False,
         )
         log.info("serving", extra={"fields": {"host": args.host, "port": args.port}})
-        uvicorn.Server(config).run()
+        GracefulServer(config).run()
     return 0

@@ -29,6 +29,7 @@ from app.delivery.errors import (
 from app.delivery.mail import ReportMail, build_report_message, format_message_id, parse_mailto
 from app.delivery.senders import Senders, open_senders
 from app.delivery.store import AttemptRecord, ClaimedDelivery
+from app.dns.resolver import DnsResolver
 from app.resources import Resources, utc_now
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,11 @@ def comparison_time(resources: Resources) -> datetime | None:
 def senders_of(resources: Resources) -> Senders:
     """The process's senders, opened on first use."""
     if resources.senders is None:
-        from app.dns.resolver import DnsResolver
-
-        resources.senders = open_senders(resources.settings, DnsResolver(resources.settings.dns))
+        # rua hosts are resolved by the service's own resolver (SPEC §5).
+        resolver = resources.resolver
+        if not isinstance(resolver, DnsResolver):
+            resolver = DnsResolver(resources.settings.dns)
+        resources.senders = open_senders(resources.settings, resolver)
     return resources.senders
 
 

@@ -1,0 +1,92 @@
+"""The README's path on a fresh machine: `tlsrpt serve` on the embedded database,
+a token from the CLI, a result posted over HTTP and read back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_on_the_embedded_database(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TLSRPT_")}
+    env["TLSRPT_DATA_DIR"] = str(tmp_path / "data")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.2)
+        created = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "app",
+                "token",
+                "create",
+                "--scope",
+                "ingest",
+                "--scope",
+                "read",
+                "--name",
+                "curl",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        token = created.stdout.strip().splitlines()[-1]
+        headers = {"Authorization": f"Bearer {token}"}
+        item = {
+            "policy": {"policy-type": "no-policy-found", "policy-domain": "example.org"},
+            "result-type": "success",
+            "count": 5,
+        }
+        response = httpx.post(f"{base}/v1/results", json={"results": [item]}, headers=headers)
+        assert response.json() == {"accepted": 1, "sessions": 5}
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        read = httpx.get(f"{base}/v1/days/{day}/results", headers=headers).json()
+        assert read["policy-domains"][0]["policies"][0]["summary"] == {
+            "total-successful-session-count": 5,
+            "total-failure-session-count": 0,
+        }
+        assert httpx.get(f"{base}/docs").status_code == 200
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=30)
+    assert server.returncode == 0, output
+    # The embedded server stopped with the service: no postgres left on that data dir.
+    pid_file = tmp_path / "data" / "pgdata" / "postmaster.pid"
+    assert not pid_file.exists(), output
