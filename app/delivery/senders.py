@@ -84,6 +84,12 @@ def open_senders(
     )
 
 
+def check_dkim_key(settings: Settings) -> DkimKey | None:
+    """Load the configured DKIM key once, to fail the start early: DkimKeyError."""
+    submitter = submitter_domain(settings.report.contact_info)
+    return load_dkim_key(submitter, settings.dkim.selector, settings.dkim.private_key_file)
+
+
 def startup_warnings(settings: Settings, senders: Senders) -> list[str]:
     """Plain sentences about reports that will not go out with this configuration."""
     warnings = []

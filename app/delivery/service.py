@@ -62,8 +62,12 @@ async def deliver_due(
     limit: int,
     day: date | None = None,
     jitter: Callable[[], float] = random.random,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Attempt up to `limit` due deliveries (of `day` only, if given); returns attempts made."""
+    """Attempt up to `limit` due deliveries (of `day` only, if given); returns attempts made.
+
+    Once `should_stop()` is true no more are claimed; those in flight are finished.
+    """
     settings = resources.settings
     senders = senders_of(resources)
     now = comparison_time(resources)
@@ -83,7 +87,9 @@ async def deliver_due(
 
     in_flight: set[asyncio.Task[None]] = set()
     try:
-        return await _deliver_in_rounds(resources, senders, owner, limit, day, jitter, in_flight)
+        return await _deliver_in_rounds(
+            resources, senders, owner, limit, day, jitter, should_stop, in_flight
+        )
     finally:
         # Cancelled (the process is stopping hard): stop the attempts too; their leases
         # expire and another instance takes the deliveries over.
@@ -98,6 +104,7 @@ async def _deliver_in_rounds(
     limit: int,
     day: date | None,
     jitter: Callable[[], float],
+    should_stop: Callable[[], bool],
     in_flight: set[asyncio.Task[None]],
 ) -> int:
     settings = resources.settings
@@ -108,6 +115,8 @@ async def _deliver_in_rounds(
         free = concurrency - len(in_flight)
         wanted = min(free, settings.delivery.batch_size, limit - attempted)
         # Claim when a quarter of the slots are free: fewer, larger claims.
+        if should_stop():
+            exhausted = True
         if not exhausted and wanted > 0 and free >= max(1, concurrency // 4):
             async with resources.pool.connection() as conn, conn.transaction():
                 claimed = await store.claim_due_deliveries(
@@ -270,3 +279,40 @@ def _fields(delivery: ClaimedDelivery, code: int | None) -> dict[str, object]:
 
 def _failure(delivery: ClaimedDelivery, error: DeliveryError) -> dict[str, object]:
     return _fields(delivery, error.code) | {"reason": error.reason, "excerpt": error.excerpt}
+
+
+async def make_day_due(resources: Resources, day: date) -> int:
+    """Send a day's reports now rather than over the send window (`tlsrpt send`); returns
+    the number of the day's pending deliveries."""
+    async with resources.pool.connection() as conn, conn.transaction():
+        return await store.mark_day_deliveries_due(conn, day=day, now=comparison_time(resources))
+
+
+async def list_deliveries(
+    resources: Resources,
+    *,
+    state: str | None = None,
+    day: date | None = None,
+    after_id: int = 0,
+    limit: int = 100,
+) -> list[store.DeliveryRow]:
+    """Deliveries in id order (keyset pages: pass the last id as `after_id`)."""
+    async with resources.pool.connection() as conn:
+        return await store.list_deliveries(
+            conn, state=state, day=day, after_id=after_id, limit=limit
+        )
+
+
+async def report_deliveries(
+    resources: Resources, report_pk: int
+) -> list[tuple[store.DeliveryRow, list[store.AttemptRow]]] | None:
+    """A report's deliveries, each with every attempt; None when there is no such report."""
+    async with resources.pool.connection() as conn:
+        deliveries = await store.list_report_deliveries(conn, report_pk)
+        if not deliveries and not await store.get_report_exists(conn, report_pk):
+            return None
+        attempts = await store.list_attempts(conn, [d.id for d in deliveries])
+    by_delivery: dict[int, list[store.AttemptRow]] = {d.id: [] for d in deliveries}
+    for attempt in attempts:
+        by_delivery[attempt.delivery_id].append(attempt)
+    return [(d, by_delivery[d.id]) for d in deliveries]

@@ -233,6 +233,29 @@ async def mark_due_deliveries_settled(
     return counts
 
 
+async def mark_day_deliveries_due(conn: Conn, *, day: date, now: datetime | None) -> int:
+    """Move a day's never-attempted pending deliveries to now (`tlsrpt send`); returns how
+    many of the day's deliveries are pending."""
+    await conn.execute(
+        """
+        UPDATE deliveries SET next_attempt_at = COALESCE(%(now)s::timestamptz, now())
+        WHERE state = 'pending' AND attempts = 0
+          AND next_attempt_at > COALESCE(%(now)s::timestamptz, now())
+          AND report_pk IN (SELECT id FROM reports WHERE day = %(day)s)
+        """,
+        {"day": day, "now": now},
+    )
+    cur = await conn.execute(
+        """
+        SELECT count(*) FROM deliveries
+        WHERE state = 'pending' AND report_pk IN (SELECT id FROM reports WHERE day = %(day)s)
+        """,
+        {"day": day},
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryRow:
     id: int
@@ -294,12 +317,9 @@ async def list_report_deliveries(conn: Conn, report_pk: int) -> list[DeliveryRow
         return await cur.fetchall()
 
 
-async def get_report_pk(conn: Conn, report_id: str) -> int | None:
-    cur = await conn.execute(
-        "SELECT id FROM reports WHERE report_id = %(report_id)s", {"report_id": report_id}
-    )
-    row = await cur.fetchone()
-    return None if row is None else int(row[0])  # type: ignore[call-overload]
+async def get_report_exists(conn: Conn, report_pk: int) -> bool:
+    cur = await conn.execute("SELECT 1 FROM reports WHERE id = %(pk)s", {"pk": report_pk})
+    return await cur.fetchone() is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +384,11 @@ async def list_suppressions(conn: Conn) -> list[SuppressionRow]:
             "SELECT id, target, comment, expires_at, created_at FROM suppressions ORDER BY target"
         )
         return await cur.fetchall()
+
+
+async def delete_suppression_by_id(conn: Conn, suppression_id: int) -> bool:
+    cur = await conn.execute("DELETE FROM suppressions WHERE id = %(id)s", {"id": suppression_id})
+    return cur.rowcount == 1
 
 
 async def delete_suppression(conn: Conn, target: str) -> bool:
