@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from app.config import Settings
 from app.db.pool import Pool
 from app.dns.resolver import DnsResolver, TxtResolver
+from app.ingest.group_commit import GroupCommitter
 from app.tokens.service import Authenticator
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class Resources:
     # Revisions the code expects; /readyz compares them with the database's.
     expected_heads: frozenset[str] = frozenset()
     authenticator: Authenticator = field(init=False)
+    committer: GroupCommitter = field(init=False)
     # DNS for `_smtp._tls` lookups; None builds the real one from settings.dns. Tests pass
     # a fake resolver.
     resolver: TxtResolver = None  # type: ignore[assignment]
@@ -41,12 +43,14 @@ class Resources:
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.pool)
+        self.committer = GroupCommitter(self.pool)
         if self.resolver is None:
             self.resolver = DnsResolver(self.settings.dns)
 
     async def close(self) -> None:
         if self.senders is not None:
             await self.senders.aclose()
+        await self.committer.close()
         await self.pool.close()
 
 

@@ -82,6 +82,10 @@ def validation_details(errors: list[Any], *, skip: int = 0) -> list[dict[str, An
         index = loc.pop(0) if loc and isinstance(loc[0], int) else None
         field = ".".join(str(part) for part in loc) or None
         reason = str(err.get("msg", "invalid"))
+        if err.get("type") == "string_pattern_mismatch" and "\\x00" in str(
+            err.get("ctx", {}).get("pattern", "")
+        ):
+            reason = "control characters are not allowed"
         details.append({"index": index, "field": field, "reason": reason})
     return details
 

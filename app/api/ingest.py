@@ -6,6 +6,7 @@ the 200 is sent after the commit.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC
 from typing import Any
 
@@ -13,11 +14,13 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import TypeAdapter, ValidationError
 
+from app import metrics
 from app.api.auth import get_resources, require_scope
 from app.api.body import read_body
 from app.api.errors import ApiError, responses, validation_details
-from app.api.ingest_schemas import ResultIn, ResultsAccepted, ResultsIn
-from app.ingest.service import check_timestamp, record_tally
+from app.api.ingest_schemas import PolicyIn, ResultIn, ResultsAccepted, ResultsIn
+from app.ingest.service import TimestampWindow
+from app.tlsrpt.model import Policy
 from app.tlsrpt.tally import Tally
 from app.tokens.service import Scope
 
@@ -25,8 +28,62 @@ router = APIRouter(tags=["ingest"])
 # Request bodies read by hand (for the size cap) are documented through these models.
 DOCUMENTED_MODELS: list[type] = [ResultsIn]
 
-_items = TypeAdapter(list[ResultIn])
 MAX_REPORTED_ERRORS = 100
+
+
+class _ResultFieldsIn(ResultIn):
+    """ResultIn with `policy` left raw: it is validated through `_validated_policy`."""
+
+    policy: Any
+
+
+_fields = TypeAdapter(list[_ResultFieldsIn])
+_policy = TypeAdapter(PolicyIn)
+
+
+@functools.lru_cache(maxsize=65536)
+def _validated_policy(frozen: tuple[tuple[str, Any], ...]) -> Policy:
+    """MTAs send the same few policies all day: validate and normalise each once.
+
+    Only valid policies are cached (lru_cache does not keep exceptions)."""
+    raw = {k: list(v) if isinstance(v, tuple) else v for k, v in frozen}
+    return _policy.validate_python(raw).to_policy()
+
+
+def _policy_of(raw: Any) -> Policy:
+    if type(raw) is dict:
+        try:
+            frozen = tuple([(k, tuple(v) if type(v) is list else v) for k, v in raw.items()])
+            return _validated_policy(frozen)
+        except TypeError:  # unhashable content (nested objects): validate uncached
+            pass
+    return _policy.validate_python(raw).to_policy()
+
+
+def parse_results(raw: list[Any]) -> list[tuple[ResultIn, Policy]]:
+    """Validate every item; raise ApiError 422 listing each bad item's field and reason."""
+    details: list[dict[str, Any]] = []
+    try:
+        items = _fields.validate_python(raw)
+    except ValidationError as exc:
+        details = validation_details(list(exc.errors()))
+        items = []
+    policies: list[Policy] = []
+    for index, item in enumerate(raw):
+        raw_policy = item.get("policy") if isinstance(item, dict) else None
+        if raw_policy is None:
+            continue  # reported by the first pass ("Field required")
+        try:
+            policies.append(_policy_of(raw_policy))
+        except ValidationError as exc:
+            for d in validation_details(list(exc.errors())):
+                d["field"] = "policy" + ("." + d["field"] if d["field"] else "")
+                d["index"] = index
+                details.append(d)
+    if details:
+        details.sort(key=lambda d: d["index"] if d["index"] is not None else -1)
+        raise invalid_items(details, len(raw))
+    return list(zip(items, policies, strict=True))
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -81,23 +138,30 @@ async def post_results(request: Request) -> ResultsAccepted:
             "batch_too_large",
             f"{len(raw)} results in one batch; the limit is {settings.ingest.max_batch_items}",
         )
-    try:
-        items = _items.validate_python(raw)
-    except ValidationError as exc:
-        raise invalid_items(validation_details(list(exc.errors())), len(raw)) from None
-
+    items = parse_results(raw)
     now = resources.clock()
+    window = TimestampWindow.at(now, settings)
     tally = Tally()
     problems = []
-    for index, item in enumerate(items):
+    for index, (item, policy) in enumerate(items):
+        extra = item.detail_fields_on_success()
+        if extra is not None:
+            problems.append(
+                {
+                    "index": index,
+                    "field": None,
+                    "reason": f"failure-detail fields on a success result: {extra}",
+                }
+            )
+            continue
         ts = item.timestamp or now
-        reason = check_timestamp(ts, now, settings)
+        reason = window.problem(ts)
         if reason is not None:
             problems.append({"index": index, "field": "timestamp", "reason": reason})
             continue
         tally.add_session(
             ts.astimezone(UTC).date(),
-            item.policy.to_policy(),
+            policy,
             item.to_detail(),
             count=item.count,
             report_delivery=item.report_delivery,
@@ -105,5 +169,7 @@ async def post_results(request: Request) -> ResultsAccepted:
         )
     if problems:
         raise invalid_items(problems, len(raw))
-    await record_tally(resources.pool, tally)
+    await resources.committer.record(tally)
+    metrics.INGEST_RESULTS.inc(len(items))
+    metrics.INGEST_SESSIONS.inc(tally.sessions)
     return ResultsAccepted(accepted=len(items), sessions=tally.sessions)

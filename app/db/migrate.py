@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from psycopg import AsyncConnection, errors
 
@@ -47,7 +48,7 @@ def expected_heads() -> frozenset[str]:
     return frozenset(ScriptDirectory.from_config(_config("")).get_heads())  # type: ignore[arg-type]
 
 
-async def current_heads(conn: AsyncConnection[tuple[object, ...]]) -> frozenset[str]:
+async def current_heads(conn: AsyncConnection[tuple[Any, ...]]) -> frozenset[str]:
     """The revisions the database is at; empty when it was never migrated."""
     try:
         async with conn.transaction():

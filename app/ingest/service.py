@@ -28,24 +28,38 @@ class ClosedDayError(Exception):
         super().__init__("closed: " + ", ".join(d.isoformat() for d in self.days))
 
 
-@dataclass(frozen=True)
-class TimestampProblem:
-    index: int
-    reason: str
-
-
 def oldest_accepted_day(now: datetime, settings: Settings) -> date:
     """Results for days before this are past retention (refused, and purged)."""
     return now.astimezone(UTC).date() - timedelta(days=settings.retention.results_days)
 
 
-def check_timestamp(ts: datetime, now: datetime, settings: Settings) -> str | None:
-    """Why a result's timestamp is refused, or None when it is acceptable."""
-    if ts - now > timedelta(seconds=settings.ingest.max_future_seconds):
-        return f"more than {settings.ingest.max_future_seconds} s in the future"
-    if ts.astimezone(UTC).date() < oldest_accepted_day(now, settings):
-        return f"older than the retention of {settings.retention.results_days} days"
-    return None
+@dataclass(frozen=True, slots=True)
+class TimestampWindow:
+    """The timestamps ingest accepts at one moment: from the first instant of the oldest
+    retained UTC day to a little clock skew into the future."""
+
+    earliest: datetime
+    latest: datetime
+    future_seconds: int
+    retention_days: int
+
+    @classmethod
+    def at(cls, now: datetime, settings: Settings) -> TimestampWindow:
+        oldest = oldest_accepted_day(now, settings)
+        return cls(
+            earliest=datetime(oldest.year, oldest.month, oldest.day, tzinfo=UTC),
+            latest=now + timedelta(seconds=settings.ingest.max_future_seconds),
+            future_seconds=settings.ingest.max_future_seconds,
+            retention_days=settings.retention.results_days,
+        )
+
+    def problem(self, ts: datetime) -> str | None:
+        """Why a result's timestamp is refused, or None when it is acceptable."""
+        if ts > self.latest:
+            return f"more than {self.future_seconds} s in the future"
+        if ts < self.earliest:
+            return f"older than the retention of {self.retention_days} days"
+        return None
 
 
 async def record_tally(pool: Pool, tally: Tally) -> None:

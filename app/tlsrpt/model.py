@@ -9,7 +9,7 @@ the names are Python's. A `Policy` is the identity under which sessions are coun
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -52,17 +52,24 @@ class Policy:
     policy_domain: str
     policy_string: tuple[str, ...] = ()
     mx_host: tuple[str, ...] = ()
+    # A stable 16-byte identity, the database key of the policy. Computed once: the same
+    # policy objects are hashed for every session of a batch.
+    key: bytes = field(init=False, repr=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> bytes:
-        """A stable 16-byte identity, the database key of the policy."""
-        return _digest(
+    def __post_init__(self) -> None:
+        key = _digest(
             "policy",
             self.policy_type.value,
             self.policy_domain,
             *("s:" + s for s in self.policy_string),
             *("m:" + m for m in self.mx_host),
         )
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "_hash", hash(key))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,3 +83,34 @@ async def test_closing_a_day_waits_for_inflight_batches_then_refuses(
         assert await day_aggregates(pool, DAY) == []
     finally:
         await pool.close()
+
+
+async def test_group_commit_fails_only_the_requests_of_a_closed_day(
+    database_url: str, settings: Settings
+) -> None:
+    from app.ingest.group_commit import GroupCommitter
+
+    pool = await open_pool(database_url, settings.database)
+    committer = GroupCommitter(pool, writers=1)
+    closed_day = date(2026, 11, 23)
+    try:
+        async with pool.connection() as conn, conn.transaction():
+            await close_day(conn, closed_day)
+        late = Tally()
+        late.add_session(closed_day, Policy(PolicyType.NO_POLICY_FOUND, "late.example"), None)
+        # 40 requests queued at once are written in a few shared transactions.
+        outcomes = await asyncio.gather(
+            *(committer.record(batch(i)) for i in range(20)),
+            committer.record(late),
+            *(committer.record(batch(i)) for i in range(20, 40)),
+            return_exceptions=True,
+        )
+        assert [type(o).__name__ for o in outcomes].count("ClosedDayError") == 1
+        assert isinstance(outcomes[20], ClosedDayError)
+        assert all(o is None for i, o in enumerate(outcomes) if i != 20)
+        aggregates = await day_aggregates(pool, DAY)
+        assert {a.success_count for a in aggregates} == {2 * 40}
+        assert await day_aggregates(pool, closed_day) == []
+    finally:
+        await committer.close()
+        await pool.close()

@@ -1,0 +1,190 @@
+"""Ingest benchmark: `tlsrpt serve` loaded over HTTP on loopback.
+
+    python bench/ingest.py [--database-url URL] [--batch-seconds 30] [--single-seconds 30]
+
+Starts the server (embedded PostgreSQL in a temporary directory unless --database-url),
+then (a) batches of 1,000 results over 1,000 policy domains with 5 % failures, and
+(b) single-result requests from 64 concurrent clients. It samples the server's RSS, and
+afterwards checks that the database totals equal what the 200 responses acknowledged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import psutil
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import Stats, encode_post, run_clients  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FAILURES = ["certificate-expired", "starttls-not-supported", "sts-policy-invalid",
+            "certificate-host-mismatch", "validation-failure"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_result(rng: random.Random, domains: int) -> dict[str, object]:
+    d = rng.randrange(domains)
+    domain = f"d{d}.bench.example"
+    item: dict[str, object] = {
+        "policy": {"policy-type": "sts", "policy-domain": domain,
+                   "policy-string": ["version: STSv1", "mode: enforce",
+                                     f"mx: mx.{domain}", "max_age: 86400"],
+                   "mx-host": [f"mx.{domain}"]},
+        "result-type": "success",
+    }
+    if rng.random() < 0.05:
+        item["result-type"] = rng.choice(FAILURES)
+        item["sending-mta-ip"] = f"192.0.2.{rng.randrange(1, 5)}"
+        item["receiving-mx-hostname"] = f"mx.{domain}"
+        item["receiving-ip"] = f"198.51.100.{rng.randrange(1, 5)}"
+    return item
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.2)
+
+
+def db_total(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(success_count + failure_count), 0) FROM policy_counts"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def phase(port: int, token: str, clients: int, seconds: float, batch: int,
+                rng: random.Random) -> tuple[Stats, int, float]:
+    sent = 0
+    pool_size = 64
+    bodies = []
+    for _ in range(pool_size):
+        items = [make_result(rng, 1000) for _ in range(batch)]
+        body = orjson.dumps({"results": items})
+        bodies.append((encode_post("127.0.0.1", port, "/v1/results", token, body), batch))
+    counter = 0
+
+    def next_request() -> tuple[bytes, int]:
+        nonlocal counter
+        counter += 1
+        return bodies[counter % pool_size]
+
+    def on_ok(sessions: int) -> None:
+        nonlocal sent
+        sent += sessions
+
+    stats = Stats()
+    started = time.perf_counter()
+    await run_clients("127.0.0.1", port, clients, seconds, next_request, stats, on_ok)
+    return stats, sent, time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database-url")
+    parser.add_argument("--batch-seconds", type=float, default=30)
+    parser.add_argument("--single-seconds", type=float, default=30)
+    parser.add_argument("--batch-clients", type=int, default=4)
+    parser.add_argument("--single-clients", type=int, default=64)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="tlsrpt-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TLSRPT_")}
+    env.update({"TLSRPT_DATA_DIR": str(tmp), "TLSRPT_LOG_LEVEL": "WARNING"})
+    if args.database_url:
+        env["TLSRPT_DATABASE_URL"] = args.database_url
+    subprocess.run([sys.executable, "-m", "app", "migrate"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)],
+                              cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        token = subprocess.run(
+            [sys.executable, "-m", "app", "token", "create", "--scope", "ingest", "--name",
+             f"bench-{port}"], cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        ).stdout.strip().splitlines()[-1]
+        url = args.database_url
+        if url is None:
+            import pgserver
+
+            url = pgserver.get_server(tmp / "pgdata").get_uri("tlsrpt")
+        before = db_total(url)
+        rss = RssSampler(server.pid)
+        rss.start()
+        rng = random.Random(8460)
+        print(f"server pid {server.pid}, day {datetime.now(UTC).date()}")
+
+        cpu0 = rss.proc.cpu_times()
+        stats, sent_a, took = asyncio.run(
+            phase(port, token, args.batch_clients, args.batch_seconds, 1000, rng))
+        print(f"(a) batches of 1000 over 1000 domains, {args.batch_clients} clients: "
+              f"{sent_a / took:,.0f} results/s ({stats.ok} batches ok, {stats.failed} failed, "
+              f"p50 {stats.p(0.5) * 1000:.1f} ms, p99 {stats.p(0.99) * 1000:.1f} ms)")
+
+        cpu1 = rss.proc.cpu_times()
+        print(f"    server CPU {(cpu1.user + cpu1.system - cpu0.user - cpu0.system) / took:.2f} "
+              f"cores, {(cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1e6 / max(sent_a, 1):.1f} "
+              "us per result")
+        stats, sent_b, took = asyncio.run(
+            phase(port, token, args.single_clients, args.single_seconds, 1, rng))
+        print(f"(b) single results, {args.single_clients} clients: {stats.ok / took:,.0f} "
+              f"requests/s, p50 {stats.p(0.5) * 1000:.1f} ms, p99 {stats.p(0.99) * 1000:.1f} ms, "
+              f"{stats.failed} failed {stats.statuses}")
+        cpu2 = rss.proc.cpu_times()
+        print(f"    server CPU {(cpu2.user + cpu2.system - cpu1.user - cpu1.system) / took:.2f} "
+              f"cores, {(cpu2.user + cpu2.system - cpu1.user - cpu1.system) * 1e6 / max(stats.ok, 1):.0f} "
+              "us per request")
+        rss.stop.set()
+        stored = db_total(url) - before
+        sent = sent_a + sent_b
+        print(f"server peak RSS {rss.peak / 2**20:.0f} MB")
+        print(f"acknowledged {sent:,} sessions, database holds {stored:,}: "
+              f"{'exact' if stored == sent else 'MISMATCH'}")
+        return 0 if stored == sent else 1
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
