@@ -33,7 +33,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
     from app.delivery.senders import check_dkim_key
     from app.delivery.signing import DkimKeyError
-    from app.main import create_app
+    from app.main import Hook, create_app
     from app.scheduler.service import start_scheduler
 
     if not args.no_scheduler:
@@ -43,7 +43,7 @@ def serve(args: argparse.Namespace) -> int:
             print(f"tlsrpt: invalid configuration: {exc}", file=sys.stderr)
             return 2
     with database_url(settings) as url:
-        hooks = [] if args.no_scheduler else [start_scheduler]
+        hooks: list[Hook] = [] if args.no_scheduler else [start_scheduler]
         app = create_app(settings, database_url=url, on_start=hooks)
         config = uvicorn.Config(
             app,

@@ -12,6 +12,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from app.config import (
     DeliverySettings,
     DkimSettings,
@@ -87,14 +89,14 @@ async def delivery_env(
         https_receiver(https, str(ca.cert_file), str(ca.key_file)) as https_port,
     ):
         settings = Settings(
-            database_url=database_url,
+            database_url=SecretStr(database_url),
             data_dir=tmp_path / "data",
             send_reports=send_reports,
             report=ReportSettings(
                 organization_name="Sender Org", contact_info="tlsrpt@sender.example"
             ),
             smtp=SmtpSettings(host="127.0.0.1", port=smtp_port, security=SmtpSecurity.NONE),
-            mail=MailSettings(from_="reports@sender.example"),
+            mail=MailSettings.model_validate({"from": "reports@sender.example"}),
             dkim=DkimSettings(selector="sel", private_key_file=key_file)
             if dkim
             else DkimSettings(),
@@ -153,7 +155,7 @@ async def store_report(
         )
         row = await cur.fetchone()
         assert row is not None
-        report_pk = int(row[0])  # type: ignore[call-overload]
+        report_pk = int(row[0])
         for uri in rua:
             await conn.execute(
                 """
@@ -169,10 +171,7 @@ async def delivery_states(resources: Resources) -> dict[str, tuple[str, int, str
     """rua -> (state, attempts, last_error) of every delivery."""
     async with resources.pool.connection() as conn:
         cur = await conn.execute("SELECT rua, state, attempts, last_error FROM deliveries")
-        return {
-            str(r[0]): (str(r[1]), int(r[2]), r[3])  # type: ignore[call-overload, misc]
-            for r in await cur.fetchall()
-        }
+        return {str(r[0]): (str(r[1]), int(r[2]), r[3]) for r in await cur.fetchall()}
 
 
 async def attempt_rows(resources: Resources, rua: str) -> list[tuple[Any, ...]]:

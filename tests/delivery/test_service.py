@@ -62,7 +62,7 @@ async def test_mail_and_https_are_delivered_once(
     assert dkim.verify(mail.content, dnsfunc=dkim_dns, tlsrpt="strict")
     message = BytesParser(policy=policy.default).parsebytes(mail.content)
     assert message["TLS-Report-Domain"] == "example.com"
-    attachment = next(iter(message.iter_attachments()))  # type: ignore[attr-defined]
+    attachment = next(iter(message.iter_attachments()))
     assert gzip.decompress(attachment.get_content()) == body
 
     [post] = env.https.posts
@@ -180,7 +180,7 @@ async def test_a_day_of_temporary_failures_ends_as_failed(env: DeliveryEnv) -> N
             cur = await conn.execute("SELECT next_attempt_at FROM deliveries")
             row = await cur.fetchone()
         assert row is not None
-        env.clock.set(row[0])  # type: ignore[arg-type]
+        env.clock.set(row[0])
         rounds += 1
         assert rounds < 50
     assert env.clock() == start + timedelta(hours=24)

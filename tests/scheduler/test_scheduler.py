@@ -76,7 +76,7 @@ async def job_rows(resources: Resources) -> dict[date, tuple[str, int]]:
         cur = await conn.execute(
             "SELECT day, state, runs FROM scheduler_jobs WHERE job = 'build_day'"
         )
-        return {r[0]: (r[1], r[2]) for r in await cur.fetchall()}  # type: ignore[misc]
+        return {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
 
 
 async def test_two_instances_build_once_and_deliver_each_rua_once(env: DeliveryEnv) -> None:
