@@ -1,10 +1,14 @@
 """The RFC 8460 §5.3 report mail: `multipart/report; report-type="tlsrpt"`.
 
 Every value that ends up in a header comes from someone else's DNS (the rua address, the
-policy domain) or from stored data, so it is validated to a strict shape here before the
-stdlib `email` package (modern policy, which refuses CR/LF in header values) writes it.
-A value that does not fit is a `ValueError` naming the field; the caller records it as a
-permanent failure instead of sending a damaged or extended message.
+policy domain) or from stored data, so it is validated to a strict shape here, and each
+header value is checked once more to be printable ASCII (no CR/LF can start a header of
+its own) before the stdlib `email` package writes the message. A value that does not fit
+is a `ValueError` naming the field; the caller records it as a permanent failure instead
+of sending a damaged or extended message. The message is assembled with the `email.mime`
+classes and the compat32 policy: the modern policy parses every header value into a
+syntax tree, which made building a report cost more than signing it, and the values here
+are already validated atoms.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from email import policy
-from email.message import EmailMessage
+from email.message import Message
+from email.mime.application import MIMEApplication
+from email.mime.text import MIMEText
 from email.utils import format_datetime
 from urllib.parse import unquote
 
@@ -23,7 +29,9 @@ from app.tlsrpt.names import normalise_domain
 # RFC 5322 §2.1.1: lines MUST be at most 998 characters. Validated values are bounded well
 # below that, so nothing is ever folded into RFC 2047 encoded-words, which would hide the
 # domain names receivers match on.
-_POLICY = policy.SMTP.clone(max_line_length=998)
+_POLICY = policy.compat32.clone(linesep="\r\n", max_line_length=998)
+# What any header value must be after validation: printable ASCII, one line.
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]{1,900}\Z")
 
 # RFC 5322 §3.2.3 atext, dot-separated: no quoting, no spaces, no control characters.
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
@@ -108,37 +116,37 @@ def build_report_message(mail: ReportMail, *, now: datetime, message_id: str) ->
     if not re.fullmatch(r"<[\x21-\x3b\x3d\x3f-\x7e]{1,250}>", message_id):
         raise ValueError("message_id is not <printable ASCII>")
 
-    msg = EmailMessage(policy=_POLICY)
-    msg["From"] = from_address
-    msg["To"] = to_address
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = message_id
-    # RFC 8460 §5.3: the subject, and the two headers receivers filter on.
-    msg["Subject"] = (
-        f"Report Domain: {policy_domain} Submitter: {submitter} Report-ID: <{mail.report_id}>"
-    )
-    msg["TLS-Report-Domain"] = policy_domain
-    msg["TLS-Report-Submitter"] = submitter
-    # RFC 8460 §5.3.1: a report must get through even where TLS fails (RFC 8689 header).
-    msg["TLS-Required"] = "No"
-    # RFC 3834: no auto-replies to this message.
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(
-        _text_part(mail.day, policy_domain, submitter, mail.filename), charset="us-ascii"
+    msg = Message(policy=_POLICY)
+    subject = f"Report Domain: {policy_domain} Submitter: {submitter} Report-ID: <{mail.report_id}>"
+    for name, value in (
+        ("From", from_address),
+        ("To", to_address),
+        ("Date", format_datetime(now)),
+        ("Message-ID", message_id),
+        # RFC 8460 §5.3: the subject, and the two headers receivers filter on.
+        ("Subject", subject),
+        ("TLS-Report-Domain", policy_domain),
+        ("TLS-Report-Submitter", submitter),
+        # RFC 8460 §5.3.1: a report must get through even where TLS fails (RFC 8689).
+        ("TLS-Required", "No"),
+        # RFC 3834: no auto-replies to this message.
+        ("Auto-Submitted", "auto-generated"),
+        ("MIME-Version", "1.0"),
+        # RFC 8460 §5.3 / RFC 6522: multipart/report, the human part first.
+        ("Content-Type", 'multipart/report; report-type="tlsrpt"'),
+    ):
+        if not _HEADER_VALUE.match(value):
+            raise ValueError(f"{name} is not one line of printable ASCII")
+        msg[name] = value
+    text = MIMEText(
+        _text_part(mail.day, policy_domain, submitter, mail.filename), "plain", "us-ascii"
     )
     # RFC 8460 §5.3: the gzip report as application/tlsrpt+gzip, base64, with its §5.1 name.
-    msg.add_attachment(
-        mail.report_gzip,
-        maintype="application",
-        subtype=TLSRPT_GZIP,
-        filename=mail.filename,
-        cte="base64",
-    )
-    # RFC 8460 §5.3 / RFC 6522: multipart/report, the human part first.
-    msg.set_type("multipart/report")
-    msg.set_param("report-type", "tlsrpt")
-    for part in msg.iter_parts():
+    report = MIMEApplication(mail.report_gzip, TLSRPT_GZIP)
+    report.add_header("Content-Disposition", "attachment", filename=mail.filename)
+    for part in (text, report):
         del part["MIME-Version"]  # only the top level carries it (RFC 2045 §4)
+        msg.attach(part)
     return msg.as_bytes(policy=_POLICY)
 
 

@@ -57,6 +57,7 @@ class Senders:
     from_address: str | None
 
     async def aclose(self) -> None:
+        await self.relay.aclose()
         await self.poster.aclose()
         self.signer.close()
 

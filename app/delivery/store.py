@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
-Conn = AsyncConnection[tuple[object, ...]]
+Conn = AsyncConnection[tuple[Any, ...]]
 
 # Every `now` parameter is the caller's time, or NULL for the database's own clock:
 # `COALESCE(%(now)s::timestamptz, now())`. Instances compare times with the database's
@@ -115,31 +116,6 @@ async def claim_due_deliveries(
         return await cur.fetchall()
 
 
-_MARK = """
-WITH clock AS (
-    SELECT COALESCE(%(now)s::timestamptz, now()) AS now
-), marked AS (
-    UPDATE deliveries SET
-        state = %(state)s,
-        next_attempt_at = COALESCE(%(next_attempt_at)s, next_attempt_at),
-        sent_at = CASE WHEN %(state)s = 'sent' THEN clock.now ELSE sent_at END,
-        last_error = %(last_error)s,
-        lease_owner = NULL,
-        lease_expires_at = NULL
-    FROM clock
-    WHERE id = %(id)s AND lease_owner = %(owner)s AND state = 'sending'
-    RETURNING id, attempts, clock.now
-), attempt AS (
-    INSERT INTO delivery_attempts (delivery_id, attempt, started_at, finished_at, outcome,
-                                   smtp_reply_code, http_status, reason, excerpt, owner)
-    SELECT id, attempts, %(started_at)s, now, %(outcome)s, %(smtp_reply_code)s,
-           %(http_status)s, %(reason)s, %(excerpt)s, %(owner)s
-    FROM marked
-)
-SELECT count(*) FROM marked
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
     """How one attempt ended, as stored in delivery_attempts."""
@@ -152,37 +128,72 @@ class AttemptRecord:
     excerpt: str | None = None
 
 
-async def mark_delivery_attempted(
-    conn: Conn,
-    *,
-    delivery_id: int,
-    owner: str,
-    now: datetime | None,
-    state: str,
-    attempt: AttemptRecord,
-    next_attempt_at: datetime | None = None,
-    last_error: str | None = None,
-) -> bool:
-    """Set the delivery's state after an attempt and record the attempt, if still ours."""
+@dataclass(frozen=True, slots=True)
+class MarkRow:
+    """A delivery's state after an attempt, and the attempt."""
+
+    delivery_id: int
+    state: str  # 'sent' | 'pending' | 'failed'
+    attempt: AttemptRecord
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+
+
+async def mark_deliveries_attempted(
+    conn: Conn, *, owner: str, now: datetime | None, outcomes: list[MarkRow]
+) -> set[int]:
+    """Set each delivery's state and record its attempt, where the lease is still ours;
+    returns the ids recorded. One statement for the whole batch, rows in id order."""
+    rows = sorted(outcomes, key=lambda r: r.delivery_id)
     cur = await conn.execute(
-        _MARK,
+        """
+        WITH clock AS (
+            SELECT COALESCE(%(now)s::timestamptz, now()) AS now
+        ), input AS (
+            SELECT * FROM unnest(
+                %(ids)s::bigint[], %(states)s::text[], %(next)s::timestamptz[],
+                %(errors)s::text[], %(outcomes)s::text[], %(started)s::timestamptz[],
+                %(smtp)s::integer[], %(http)s::integer[], %(reasons)s::text[],
+                %(excerpts)s::text[]
+            ) AS t(id, state, next_attempt_at, last_error, outcome, started_at,
+                   smtp_reply_code, http_status, reason, excerpt)
+        ), marked AS (
+            UPDATE deliveries d SET
+                state = i.state,
+                next_attempt_at = COALESCE(i.next_attempt_at, d.next_attempt_at),
+                sent_at = CASE WHEN i.state = 'sent' THEN clock.now ELSE d.sent_at END,
+                last_error = i.last_error,
+                lease_owner = NULL,
+                lease_expires_at = NULL
+            FROM input i, clock
+            WHERE d.id = i.id AND d.lease_owner = %(owner)s AND d.state = 'sending'
+            RETURNING d.id, d.attempts, clock.now
+        ), attempt AS (
+            INSERT INTO delivery_attempts (delivery_id, attempt, started_at, finished_at,
+                outcome, smtp_reply_code, http_status, reason, excerpt, owner)
+            SELECT m.id, m.attempts, i.started_at, m.now, i.outcome, i.smtp_reply_code,
+                   i.http_status, i.reason, i.excerpt, %(owner)s
+            FROM marked m JOIN input i ON i.id = m.id
+            ORDER BY m.id
+        )
+        SELECT id FROM marked
+        """,
         {
-            "id": delivery_id,
             "owner": owner,
             "now": now,
-            "state": state,
-            "next_attempt_at": next_attempt_at,
-            "last_error": last_error,
-            "outcome": attempt.outcome,
-            "started_at": attempt.started_at,
-            "smtp_reply_code": attempt.smtp_reply_code,
-            "http_status": attempt.http_status,
-            "reason": attempt.reason,
-            "excerpt": attempt.excerpt,
+            "ids": [r.delivery_id for r in rows],
+            "states": [r.state for r in rows],
+            "next": [r.next_attempt_at for r in rows],
+            "errors": [r.last_error for r in rows],
+            "outcomes": [r.attempt.outcome for r in rows],
+            "started": [r.attempt.started_at for r in rows],
+            "smtp": [r.attempt.smtp_reply_code for r in rows],
+            "http": [r.attempt.http_status for r in rows],
+            "reasons": [r.attempt.reason for r in rows],
+            "excerpts": [r.attempt.excerpt for r in rows],
         },
     )
-    row = await cur.fetchone()
-    return row is not None and row[0] == 1
+    return {int(row[0]) for row in await cur.fetchall()}
 
 
 async def mark_due_deliveries_settled(
@@ -253,7 +264,7 @@ async def mark_day_deliveries_due(conn: Conn, *, day: date, now: datetime | None
         {"day": day},
     )
     row = await cur.fetchone()
-    return int(row[0]) if row else 0  # type: ignore[call-overload]
+    return int(row[0]) if row else 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,11 @@ row whose lease expired (its instance died); otherwise another instance has it.
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from psycopg import AsyncConnection
 
-Conn = AsyncConnection[tuple[object, ...]]
+Conn = AsyncConnection[tuple[Any, ...]]
 
 
 async def claim_job(
@@ -52,7 +53,7 @@ async def claim_job(
         },
     )
     row = await cur.fetchone()
-    return None if row is None else int(row[0])  # type: ignore[call-overload]
+    return None if row is None else int(row[0])
 
 
 async def mark_job_finished(
@@ -101,7 +102,7 @@ async def list_due_job_days(conn: Conn, *, job: str, now: datetime | None) -> li
         """,
         {"job": job, "now": now},
     )
-    return [row[0] for row in await cur.fetchall()]  # type: ignore[misc]
+    return [row[0] for row in await cur.fetchall()]
 
 
 async def delete_jobs_before(conn: Conn, day: date) -> int:

@@ -22,6 +22,7 @@ class ReceivedMail:
     content: bytes
     tls: bool
     authenticated: bool
+    peer: tuple[str, int]
 
 
 @dataclass
@@ -60,6 +61,7 @@ class SmtpHandler:
                 tls=server.transport is not None
                 and server.transport.get_extra_info("ssl_object") is not None,
                 authenticated=bool(session.authenticated),
+                peer=session.peer,  # type: ignore[arg-type]
             )
         )
         return "250 2.0.0 queued as TEST"
@@ -84,6 +86,7 @@ async def smtp_sink(
     tls_context: ssl.SSLContext | None = None,
     implicit_tls: bool = False,
     authenticator: Callable[..., AuthResult] | None = None,
+    idle_timeout: float = 300.0,
 ) -> AsyncIterator[int]:
     """Serve SMTP on 127.0.0.1 in the running loop; yields the port."""
     loop = asyncio.get_running_loop()
@@ -97,6 +100,7 @@ async def smtp_sink(
             authenticator=authenticator,
             auth_required=authenticator is not None,
             auth_require_tls=True,
+            timeout=idle_timeout,
         )
 
     server = await loop.create_server(

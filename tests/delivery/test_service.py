@@ -14,7 +14,9 @@ from pathlib import Path
 import dkim
 import pytest
 
+from app.delivery import store
 from app.delivery.service import deliver_due
+from app.delivery.store import AttemptRecord, MarkRow
 from tests.clock import FakeClock
 from tests.delivery.certs import LoopbackCa
 from tests.delivery.env import (
@@ -263,4 +265,38 @@ async def test_a_dead_instances_lease_expires_and_another_delivers(env: Delivery
     state, attempts, _ = (await delivery_states(survivor))["mailto:tlsrpt@example.com"]
     assert (state, attempts) == ("sent", 2)
     outcomes = [a[1] for a in await attempt_rows(survivor, "mailto:tlsrpt@example.com")]
+    assert outcomes == ["lease_expired", "sent"]
+
+
+async def test_an_outcome_from_a_lost_lease_is_not_recorded(env: DeliveryEnv) -> None:
+    resources = await env.open_resources()
+    await store_report(
+        resources,
+        day=DAY,
+        policy_domain="example.com",
+        rua=["mailto:tlsrpt@example.com"],
+        next_attempt_at=env.clock(),
+    )
+    async with resources.pool.connection() as conn:
+        [slow] = await store.claim_due_deliveries(
+            conn, owner="slow", now=env.clock(), lease_seconds=60, limit=10
+        )
+        # The slow instance's lease runs out; another takes the delivery over.
+        later = env.clock() + timedelta(seconds=61)
+        [fast] = await store.claim_due_deliveries(
+            conn, owner="fast", now=later, lease_seconds=60, limit=10
+        )
+        assert fast.id == slow.id and fast.attempts == 2
+        stale = MarkRow(slow.id, "failed", AttemptRecord("permanent", slow.started_at))
+        assert (
+            await store.mark_deliveries_attempted(conn, owner="slow", now=later, outcomes=[stale])
+            == set()
+        )
+        fresh = MarkRow(fast.id, "sent", AttemptRecord("sent", fast.started_at, 250))
+        assert await store.mark_deliveries_attempted(
+            conn, owner="fast", now=later, outcomes=[fresh]
+        ) == {fast.id}
+    state, attempts, _ = (await delivery_states(resources))["mailto:tlsrpt@example.com"]
+    assert (state, attempts) == ("sent", 2)
+    outcomes = [a[1] for a in await attempt_rows(resources, "mailto:tlsrpt@example.com")]
     assert outcomes == ["lease_expired", "sent"]

@@ -146,3 +146,37 @@ async def test_implicit_tls(test_ca: LoopbackCa) -> None:
         ).send("a@sender.example", "r@example.com", MESSAGE)
     [mail] = handler.messages
     assert mail.tls
+
+
+async def test_connections_are_reused_and_dropped_after_failures() -> None:
+    handler = SmtpHandler()
+    now = [0.0]
+    async with smtp_sink(handler) as port:
+        settings = SmtpSettings(host="127.0.0.1", port=port, security=SmtpSecurity.NONE)
+        shared = SmtpRelay(settings, helo_name="sender.example", monotonic=lambda: now[0])
+        for _ in range(3):
+            await shared.send("a@sender.example", "r@example.com", MESSAGE)
+        handler.rcpt_replies.append("550 5.1.1 No such user")
+        with pytest.raises(PermanentDeliveryError):
+            await shared.send("a@sender.example", "r@example.com", MESSAGE)
+        await shared.send("a@sender.example", "r@example.com", MESSAGE)
+        now[0] += 60  # idle longer than a relay keeps a client: a new connection
+        await shared.send("a@sender.example", "r@example.com", MESSAGE)
+        await shared.aclose()
+    peers = [m.peer for m in handler.messages]
+    assert len(peers) == 5
+    assert peers[0] == peers[1] == peers[2]
+    assert len(set(peers)) == 3  # a new connection after the 550, another after idling
+
+
+async def test_a_connection_the_relay_dropped_is_not_used() -> None:
+    handler = SmtpHandler()
+    async with smtp_sink(handler, idle_timeout=0.2) as port:
+        settings = SmtpSettings(host="127.0.0.1", port=port, security=SmtpSecurity.NONE)
+        shared = SmtpRelay(settings, helo_name="sender.example")
+        await shared.send("a@sender.example", "r@example.com", MESSAGE)
+        await asyncio.sleep(0.6)  # the relay times the idle client out
+        await shared.send("a@sender.example", "r@example.com", MESSAGE)
+        await shared.aclose()
+    assert len(handler.messages) == 2
+    assert handler.messages[0].peer != handler.messages[1].peer
