@@ -26,6 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.tlsrpt.report import submitter_domain
+
 
 def default_data_dir() -> Path:
     """Where the embedded database lives when `TLSRPT_DATA_DIR` is unset."""
@@ -63,6 +65,17 @@ class RetentionSettings(BaseModel):
     reports_days: int = Field(default=30, ge=1)
 
 
+def split_nameserver(entry: str) -> tuple[str, str]:
+    """`IP`, `IP:PORT` or `[IPv6]:PORT` to (host, port text); port "" when absent."""
+    if entry.startswith("["):
+        host, _, port = entry[1:].partition("]")
+        return host, port.removeprefix(":")
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, port
+    return entry, ""
+
+
 class DnsSettings(BaseModel):
     # Empty: the system resolver (/etc/resolv.conf). Entries are `IP` or `IP:PORT`
     # (`[v6]:PORT` for IPv6 with a port).
@@ -77,14 +90,7 @@ class DnsSettings(BaseModel):
     @classmethod
     def _check_nameservers(cls, value: list[str]) -> list[str]:
         for entry in value:
-            host = entry
-            if entry.startswith("["):
-                host, _, port = entry[1:].partition("]")
-                port = port.removeprefix(":")
-            elif entry.count(":") == 1:
-                host, _, port = entry.partition(":")
-            else:
-                port = ""
+            host, port = split_nameserver(entry)
             try:
                 ipaddress.ip_address(host)
             except ValueError:
@@ -113,10 +119,16 @@ class ReportSettings(BaseModel):
             local, _, domain = addr.rpartition("@")
             if not local or not domain or ("." not in domain and domain != "localhost"):
                 raise ValueError(f"{value!r} is not an email address")
-            return addr
-        parts = urlsplit(value)
-        if not parts.scheme or not (parts.netloc or parts.path):
-            raise ValueError(f"{value!r} is neither an email address nor a URI")
+            value = addr
+        else:
+            parts = urlsplit(value)
+            if not parts.scheme or not (parts.netloc or parts.path):
+                raise ValueError(f"{value!r} is neither an email address nor a URI")
+        try:
+            # The report submitter (RFC 8460 §5.1, §5.3) is the domain of contact-info.
+            submitter_domain(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} names no usable submitter domain: {exc}") from None
         return value
 
 

@@ -50,6 +50,8 @@ def upgrade() -> None:
         rua            text[]      NOT NULL,
         UNIQUE (day, policy_domain)
     );
+    -- gzip does not compress again: keep PostgreSQL from trying on every insert.
+    ALTER TABLE reports ALTER COLUMN report_gzip SET STORAGE EXTERNAL;
 
     -- One row per (report, usable rua).
     CREATE TABLE deliveries (

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from app.api.auth import get_resources, require_scope
 from app.api.errors import ApiError, responses
 from app.dns.lookup import TemporaryDnsError
-from app.report import service
+from app.report import service, views
 from app.report.store import StoredReport
 from app.tlsrpt.names import normalise_domain
 from app.tokens.service import Scope
@@ -59,16 +59,22 @@ class DomainOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     policy_domain: str
-    state: str = Field(description="`pending`, `built`, `no_report` or `gave_up`.")
+    state: str = Field(
+        description="`not_built` (results, no outcome yet: see the preview), `pending` "
+        "(waiting for a DNS retry), `built`, `no_report` or `gave_up`."
+    )
     reason: str | None = Field(
+        default=None,
         description="Why no report: `no_record`, `multiple_records`, `syntax_error`, "
         "`no_usable_rua`, `only_report_delivery_results`, `success_only_day_disabled`, "
-        "`dns_temporary_failure: ...`."
+        "`dns_temporary_failure: ...`.",
     )
-    detail: str | None = Field(description="The record's problem, in words.")
-    attempts: int
-    next_attempt_at: dt.datetime | None = Field(description="Next DNS retry, for `pending`.")
-    updated_at: dt.datetime
+    detail: str | None = Field(default=None, description="The record's problem, in words.")
+    attempts: int = 0
+    next_attempt_at: dt.datetime | None = Field(
+        default=None, description="Next DNS retry, for `pending`."
+    )
+    updated_at: dt.datetime | None = None
 
 
 class DayReports(BaseModel):
@@ -94,7 +100,7 @@ async def preview(
 ) -> Response:
     domain = policy_domain
     try:
-        result = await service.preview_report(get_resources(request), day, domain)
+        result = await views.preview_report(get_resources(request), day, domain)
     except service.NoReportError as exc:
         details = [{"field": "reason", "reason": exc.reason}]
         if exc.detail:
@@ -128,7 +134,7 @@ async def list_reports(
     request: Request,
     day: Annotated[dt.date, Query(description="The UTC day, YYYY-MM-DD.")],
 ) -> DayReports:
-    listing = await service.list_day(get_resources(request), day)
+    listing = await views.list_day(get_resources(request), day)
     return DayReports(
         day=day,
         reports=[
@@ -144,12 +150,16 @@ async def list_reports(
             )
             for r, deliveries in listing.reports
         ],
-        domains=[DomainOut.model_validate(d) for d in listing.domains],
+        domains=sorted(
+            [DomainOut.model_validate(d) for d in listing.domains]
+            + [DomainOut(policy_domain=d, state="not_built") for d in listing.not_built],
+            key=lambda d: d.policy_domain,
+        ),
     )
 
 
 async def _stored(request: Request, report_pk: int) -> StoredReport:
-    report = await service.get_report(get_resources(request), report_pk)
+    report = await views.get_report(get_resources(request), report_pk)
     if report is None:
         raise ApiError(404, "not_found", f"no report with id {report_pk}")
     return report

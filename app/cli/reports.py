@@ -16,7 +16,7 @@ import orjson
 
 from app.cli.runtime import database_url, opened, settings_or_exit
 from app.dns.lookup import TemporaryDnsError
-from app.report import service
+from app.report import service, views
 from app.tlsrpt.names import normalise_domain
 
 EX_TEMPFAIL = 75
@@ -44,9 +44,9 @@ def _preview(args: argparse.Namespace) -> int:
         return 2
     day: date = args.day or datetime.now(UTC).date()
 
-    async def run(url: str) -> service.Preview:
+    async def run(url: str) -> views.Preview:
         async with opened(settings, url) as res:
-            return await service.preview_report(res, day, domain)
+            return await views.preview_report(res, day, domain)
 
     with database_url(settings) as url:
         try:

@@ -23,7 +23,7 @@ import dns.rdata
 import dns.rdatatype
 import dns.resolver
 
-from app.config import DnsSettings
+from app.config import DnsSettings, split_nameserver
 
 _MAX_CACHE_ENTRIES = 100_000
 
@@ -44,13 +44,7 @@ class TxtResolver(Protocol):
 
 def parse_nameserver(entry: str) -> dns.nameserver.Do53Nameserver:
     """`IP`, `IP:PORT` or `[IPv6]:PORT` (validated by DnsSettings) to a nameserver."""
-    if entry.startswith("["):
-        host, _, port = entry[1:].partition("]")
-        port = port.removeprefix(":")
-    elif entry.count(":") == 1:
-        host, _, port = entry.partition(":")
-    else:
-        host, port = entry, ""
+    host, port = split_nameserver(entry)
     return dns.nameserver.Do53Nameserver(host, int(port) if port else 53)
 
 

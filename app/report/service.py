@@ -1,20 +1,23 @@
 """Report building: turn a closed UTC day into one RFC 8460 report per policy domain.
 
-`build_day` closes the day (ingest then refuses it), reads all its counters at once,
-looks up `_smtp._tls.<domain>` for every domain still open (concurrently, bounded by the
-resolver, with no transaction open), then stores in one transaction per chunk each
+`build_day` closes the day (ingest then refuses it), reads the counters of the domains
+still open (the whole day in two queries, or a few domains one by one for retries),
+looks up `_smtp._tls.<domain>` for each (concurrently, bounded by the resolver, with no
+transaction open), then stores in one transaction per chunk each
 domain's outcome: a report with one delivery per usable rua, or the reason for none. A
 temporary DNS failure leaves the domain pending, retried with doubling delays for up to
 `dns_retry_max_hours`, then 'gave_up'. Unique keys make a second run a no-op.
-`preview_report` runs the same decision without storing; `purge_expired` is retention.
+`purge_expired` is retention; `app.report.views` shows operators the outcomes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from app.dns.lookup import (
@@ -24,9 +27,9 @@ from app.dns.lookup import (
     RecordSyntaxError,
     TemporaryDnsError,
     lookup_many,
-    lookup_tlsrpt,
 )
 from app.ingest import service as ingest
+from app.ingest import store as ingest_store
 from app.report import store
 from app.report.store import DomainState, NewReport
 from app.resources import Resources
@@ -123,10 +126,9 @@ def decide(
     )
 
 
-@dataclass
-class _Chunk:
-    rows: list[DomainState] = field(default_factory=list)
-    reports: list[NewReport] = field(default_factory=list)
+# Up to this many domains to do, their counters are read one domain at a time (a retry
+# of a few pending domains); above it, the whole day is read in one go.
+FEW_DOMAINS = 50
 
 
 async def build_day(
@@ -136,31 +138,36 @@ async def build_day(
     spread: Callable[[], float] = lambda: 0.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> BuildSummary:
-    """Close `day` and build its reports; safe to run again and from several instances."""
+    """Close `day` and build its reports; safe to run again and from several instances.
+
+    Domains go in chunks: while one chunk is decided and stored, the next chunk's DNS
+    lookups already run.
+    """
     async with resources.pool.connection() as conn:
         async with conn.transaction():
             await ingest.close_day(conn, day)
         states = {s.policy_domain: s for s in await store.list_report_domains(conn, day)}
-    by_domain: dict[str, list[PolicyAggregate]] = defaultdict(list)
-    for aggregate in await ingest.day_aggregates(resources.pool, day):
-        by_domain[aggregate.policy.policy_domain].append(aggregate)
-    now = resources.clock()
-    summary = BuildSummary(day)
-    todo = []
-    for domain in sorted(by_domain):
-        state = states.get(domain)
-        if state is not None and state.state != "pending":
-            summary.already_done += 1
-        elif state is not None and state.next_attempt_at and state.next_attempt_at > now:
-            summary.pending += 1
-            _note_retry(summary, state.next_attempt_at)
-        else:
-            todo.append(domain)
-    for start in range(0, len(todo), CHUNK_SIZE):
-        domains = todo[start : start + CHUNK_SIZE]
-        await _build_chunk(resources, day, domains, by_domain, states, now, spread, summary)
-        if progress is not None:
-            progress(start + len(domains), len(todo))
+        domains = await ingest_store.list_day_domains(conn, day)
+    job = _DayBuild(resources, day, states, spread)
+    todo = job.triage(domains)
+    await job.read_counters(todo)
+    chunks = [todo[i : i + CHUNK_SIZE] for i in range(0, len(todo), CHUNK_SIZE)]
+    lookup: asyncio.Task[_LookedUp] | None = None
+    try:
+        for index, chunk in enumerate(chunks):
+            looked_up = await (lookup or job.look_up(chunk))
+            lookup = None
+            if index + 1 < len(chunks):
+                lookup = asyncio.create_task(job.look_up(chunks[index + 1]))
+            await job.settle(looked_up)
+            if progress is not None:
+                progress(min((index + 1) * CHUNK_SIZE, len(todo)), len(todo))
+    finally:
+        if lookup is not None:
+            lookup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lookup
+    summary = job.summary
     log.info(
         "report_day_built",
         extra={
@@ -177,72 +184,130 @@ async def build_day(
     return summary
 
 
-async def _build_chunk(
-    resources: Resources,
-    day: date,
-    domains: list[str],
-    by_domain: dict[str, list[PolicyAggregate]],
-    states: dict[str, DomainState],
-    now: datetime,
-    spread: Callable[[], float],
-    summary: BuildSummary,
-) -> None:
-    decisions: dict[str, Decision] = {}
-    to_look_up = []
-    for domain in domains:
-        early = decide_before_dns(resources, by_domain[domain])
-        if early is None:
-            to_look_up.append(domain)
-        else:
-            decisions[domain] = early
-    # No transaction is open while DNS answers.
-    outcomes: dict[str, LookupOutcome] = await lookup_many(resources.resolver, to_look_up)
-    reporter = reporter_of(resources)
-    for domain, outcome in outcomes.items():
-        if isinstance(outcome, TemporaryDnsError):
-            decisions[domain] = _retry(resources, states.get(domain), now, outcome)
-        else:
-            decisions[domain] = decide(reporter, day, domain, by_domain[domain], outcome)
-    chunk = _Chunk()
-    for domain, d in sorted(decisions.items()):
-        previous = states.get(domain)
-        attempts = (previous.attempts if previous else 0) + 1
-        first = previous.first_attempt_at if previous and previous.first_attempt_at else now
-        next_at = None if d.retry_in is None else now + timedelta(seconds=d.retry_in)
-        chunk.rows.append(
-            DomainState(day, domain, d.state, d.reason, d.detail, attempts, first, next_at, now)
-        )
-        if d.report is not None:
-            chunk.reports.append(
-                NewReport(
-                    report_id=d.report.report_id,
-                    policy_domain=domain,
-                    report_json=d.report.json,
-                    report_gzip=d.report.gzip,
-                    filename=d.report.filename,
-                    rua=d.rua,
-                    kinds=d.kinds,
-                    delays=tuple(max(0.0, spread()) for _ in d.rua),
+@dataclass
+class _LookedUp:
+    """One chunk after DNS: decisions that needed no lookup, and lookup outcomes."""
+
+    early: dict[str, Decision]
+    outcomes: dict[str, LookupOutcome]
+
+
+class _DayBuild:
+    """The state of one `build_day` run."""
+
+    def __init__(
+        self,
+        resources: Resources,
+        day: date,
+        states: dict[str, DomainState],
+        spread: Callable[[], float],
+    ) -> None:
+        self.resources = resources
+        self.day = day
+        self.states = states
+        self.spread = spread
+        self.now = resources.clock()
+        self.reporter = reporter_of(resources)
+        self.summary = BuildSummary(day)
+        self.counters: dict[str, list[PolicyAggregate]] = defaultdict(list)
+
+    def triage(self, domains: Sequence[str]) -> list[str]:
+        """The domains to do now; count the settled ones and those waiting for a retry."""
+        todo = []
+        for domain in sorted(domains):
+            state = self.states.get(domain)
+            if state is not None and state.state != "pending":
+                self.summary.already_done += 1
+            elif state is not None and state.next_attempt_at and state.next_attempt_at > self.now:
+                self.summary.pending += 1
+                _note_retry(self.summary, state.next_attempt_at)
+            else:
+                todo.append(domain)
+        return todo
+
+    async def read_counters(self, todo: list[str]) -> None:
+        pool = self.resources.pool
+        if len(todo) <= FEW_DOMAINS:
+            for domain in todo:
+                self.counters[domain] = await ingest.day_aggregates(pool, self.day, domain)
+            return
+        wanted = set(todo)
+        for aggregate in await ingest.day_aggregates(pool, self.day):
+            if aggregate.policy.policy_domain in wanted:
+                self.counters[aggregate.policy.policy_domain].append(aggregate)
+
+    async def look_up(self, domains: list[str]) -> _LookedUp:
+        early: dict[str, Decision] = {}
+        to_look_up = []
+        for domain in domains:
+            decision = decide_before_dns(self.resources, self.counters[domain])
+            if decision is None:
+                to_look_up.append(domain)
+            else:
+                early[domain] = decision
+        # No transaction is open while DNS answers.
+        return _LookedUp(early, await lookup_many(self.resources.resolver, to_look_up))
+
+    async def settle(self, looked_up: _LookedUp) -> None:
+        """Decide each domain of a chunk and store the outcomes in one transaction."""
+        decisions = dict(looked_up.early)
+        for domain, outcome in looked_up.outcomes.items():
+            if isinstance(outcome, TemporaryDnsError):
+                decisions[domain] = _retry(
+                    self.resources, self.states.get(domain), self.now, outcome
                 )
+            else:
+                decisions[domain] = decide(
+                    self.reporter, self.day, domain, self.counters.pop(domain), outcome
+                )
+        rows: list[DomainState] = []
+        reports: list[NewReport] = []
+        for domain, d in sorted(decisions.items()):
+            rows.append(self._row(domain, d))
+            if d.report is not None:
+                reports.append(
+                    NewReport(
+                        report_id=d.report.report_id,
+                        policy_domain=domain,
+                        report_json=d.report.json,
+                        report_gzip=d.report.gzip,
+                        filename=d.report.filename,
+                        rua=d.rua,
+                        kinds=d.kinds,
+                        delays=tuple(max(0.0, self.spread()) for _ in d.rua),
+                    )
+                )
+        async with self.resources.pool.connection() as conn, conn.transaction():
+            written = await store.upsert_report_domains(conn, self.day, rows)
+            await store.insert_reports(
+                conn, self.day, [r for r in reports if r.policy_domain in written]
             )
-    async with resources.pool.connection() as conn, conn.transaction():
-        written = await store.upsert_report_domains(conn, day, chunk.rows)
-        await store.insert_reports(
-            conn, day, [r for r in chunk.reports if r.policy_domain in written]
+        self._count(rows, written)
+
+    def _row(self, domain: str, d: Decision) -> DomainState:
+        previous = self.states.get(domain)
+        attempts = (previous.attempts if previous else 0) + 1
+        first = previous.first_attempt_at if previous and previous.first_attempt_at else self.now
+        next_at = None if d.retry_in is None else self.now + timedelta(seconds=d.retry_in)
+        return DomainState(
+            self.day, domain, d.state, d.reason, d.detail, attempts, first, next_at, self.now
         )
-    for row in chunk.rows:
-        if row.policy_domain not in written:
-            summary.already_done += 1  # another instance settled it meanwhile
-        elif row.state == "built":
-            summary.built += 1
-        elif row.state == "no_report":
-            summary.no_report += 1
-        elif row.state == "gave_up":
-            summary.gave_up += 1
-        else:
-            summary.pending += 1
-            if row.next_attempt_at is not None:
-                _note_retry(summary, row.next_attempt_at)
+
+    def _count(self, rows: list[DomainState], written: set[str]) -> None:
+        summary = self.summary
+        for row in rows:
+            if row.policy_domain not in written:
+                summary.already_done += 1  # another instance settled it meanwhile
+            elif row.state == "built":
+                summary.built += 1
+            elif row.state == "no_report":
+                summary.no_report += 1
+            elif row.state == "gave_up":
+                summary.gave_up += 1
+            else:
+                summary.pending += 1
+                if row.next_attempt_at is not None:
+                    _note_retry(summary, row.next_attempt_at)
 
 
 def _retry(
@@ -273,69 +338,6 @@ async def build_pending(
     async with resources.pool.connection() as conn:
         days = await store.list_due_pending_days(conn, resources.clock())
     return [await build_day(resources, day, spread=spread) for day in days]
-
-
-@dataclass(frozen=True)
-class Preview:
-    """The exact JSON a domain's report has (`stored`) or would have, and its rua."""
-
-    report_json: bytes
-    rua: tuple[str, ...]
-    stored: bool
-
-
-async def preview_report(resources: Resources, day: date, policy_domain: str) -> Preview:
-    """The report of (domain, day) as stored, or as building it now would make it.
-
-    Raises NoReportError with the reason when nothing would be sent, TemporaryDnsError
-    when DNS can not tell now. `policy_domain` must be normalised (A-label).
-    """
-    async with resources.pool.connection() as conn:
-        stored = await store.get_report_by_domain(conn, day, policy_domain)
-        state = await store.get_report_domain(conn, day, policy_domain)
-    if stored is not None:
-        return Preview(stored.report_json, tuple(stored.rua), stored=True)
-    if state is not None and state.state in ("no_report", "gave_up"):
-        raise NoReportError(state.reason or state.state, state.detail)
-    aggregates = await ingest.day_aggregates(resources.pool, day, policy_domain)
-    if not aggregates:
-        raise NoReportError("no_results", f"no results for {policy_domain} on {day}")
-    early = decide_before_dns(resources, aggregates)
-    if early is not None:
-        raise NoReportError(early.reason or early.state, early.detail)
-    outcome: TlsrptRecord | Exception
-    try:
-        outcome = await lookup_tlsrpt(resources.resolver, policy_domain)
-    except (NoRecordError, MultipleRecordsError, RecordSyntaxError) as exc:
-        outcome = exc
-    decision = decide(reporter_of(resources), day, policy_domain, aggregates, outcome)
-    if decision.report is None:
-        raise NoReportError(decision.reason or decision.state, decision.detail)
-    return Preview(decision.report.json, decision.rua, stored=False)
-
-
-@dataclass(frozen=True)
-class DayListing:
-    """A day's built reports with their deliveries, and every domain's build outcome."""
-
-    reports: list[tuple[store.StoredReport, list[store.DeliveryState]]]
-    domains: list[DomainState]
-
-
-async def list_day(resources: Resources, day: date) -> DayListing:
-    async with resources.pool.connection() as conn:
-        reports = await store.list_reports(conn, day)
-        deliveries = await store.list_deliveries(conn, [r.id for r in reports])
-        domains = await store.list_report_domains(conn, day)
-    by_report: dict[int, list[store.DeliveryState]] = defaultdict(list)
-    for delivery in deliveries:
-        by_report[delivery.report_pk].append(delivery)
-    return DayListing([(r, by_report[r.id]) for r in reports], domains)
-
-
-async def get_report(resources: Resources, pk: int) -> store.StoredReport | None:
-    async with resources.pool.connection() as conn:
-        return await store.get_report(conn, pk)
 
 
 @dataclass(frozen=True)

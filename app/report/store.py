@@ -138,7 +138,10 @@ async def upsert_report_domains(conn: Conn, day: date, rows: Sequence[DomainStat
 
 
 async def insert_reports(conn: Conn, day: date, reports: Sequence[NewReport]) -> int:
-    """Insert reports and their deliveries in one statement; returns reports inserted."""
+    """Insert reports and their deliveries in one statement; returns reports inserted.
+
+    The bodies travel in binary (`%(json)b`): text format would hex-escape every byte.
+    """
     if not reports:
         return 0
     reports = sorted(reports, key=lambda r: r.policy_domain)
@@ -154,8 +157,8 @@ async def insert_reports(conn: Conn, day: date, reports: Sequence[NewReport]) ->
                 filename, rua)
             SELECT t.report_id, %(day)s, t.policy_domain, t.report_json, t.report_gzip,
                 t.filename, string_to_array(t.rua, ' ')
-            FROM unnest(%(report_id)s::text[], %(domain)s::text[], %(json)s::bytea[],
-                %(gzip)s::bytea[], %(filename)s::text[], %(rua)s::text[])
+            FROM unnest(%(report_id)s::text[], %(domain)s::text[], %(json)b::bytea[],
+                %(gzip)b::bytea[], %(filename)s::text[], %(rua)s::text[])
                 AS t(report_id, policy_domain, report_json, report_gzip, filename, rua)
             ORDER BY t.policy_domain
             ON CONFLICT DO NOTHING

@@ -13,7 +13,7 @@ import gzip
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,15 +30,17 @@ _MSG_ID_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+\Z")
 
 @dataclass(frozen=True, slots=True)
 class Reporter:
-    """Who sends the reports: RFC 8460 §4.4 `organization-name` and `contact-info`."""
+    """Who sends the reports: RFC 8460 §4.4 `organization-name` and `contact-info`.
+
+    `submitter` is the domain of `contact-info` as an A-label (§5.1, §5.3).
+    """
 
     organization_name: str
     contact_info: str
+    submitter: str = field(init=False)
 
-    @property
-    def submitter(self) -> str:
-        """The submitter domain (A-label): the domain of `contact-info` (§5.1, §5.3)."""
-        return submitter_domain(self.contact_info)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "submitter", submitter_domain(self.contact_info))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +124,6 @@ def build_document(
     """
     if not policies:
         raise ValueError("a report needs at least one policy")
-    start, end = day_bounds(day)
     entries = []
     for counts in sorted(policies, key=_policy_order):
         if counts.policy.policy_domain != policy_domain:
@@ -133,8 +134,8 @@ def build_document(
     return {
         "organization-name": reporter.organization_name,
         "date-range": {
-            "start-datetime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "end-datetime": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "start-datetime": f"{day.isoformat()}T00:00:00Z",
+            "end-datetime": f"{day.isoformat()}T23:59:59Z",
         },
         "contact-info": reporter.contact_info,
         "report-id": report_id,

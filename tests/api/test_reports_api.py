@@ -156,6 +156,15 @@ async def test_preview_errors(
 async def test_list_get_and_download(
     client: httpx.AsyncClient, headers: dict[str, str], dns: FakeResolver, resources: Resources
 ) -> None:
+    before = await client.get("/v1/reports", params={"day": DAY.isoformat()}, headers=headers)
+    assert before.json()["reports"] == []
+    assert [(d["policy_domain"], d["state"]) for d in before.json()["domains"]] == [
+        ("example.com", "not_built"),
+        ("flaky.example", "not_built"),
+        ("http.example", "not_built"),
+        ("norecord.example", "not_built"),
+        ("xn--bcher-kva.example", "not_built"),
+    ]
     await service.build_day(resources, DAY)
     listing = await client.get("/v1/reports", params={"day": DAY.isoformat()}, headers=headers)
     assert listing.status_code == 200

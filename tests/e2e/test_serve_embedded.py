@@ -36,7 +36,7 @@ def test_serve_on_the_embedded_database(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             assert server.poll() is None, server.stdout.read() if server.stdout else ""
             try:

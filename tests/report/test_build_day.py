@@ -287,3 +287,26 @@ async def test_retention_purges_reports_and_counters(
         "SELECT (SELECT count(*) FROM reports), (SELECT count(*) FROM deliveries),"
         " (SELECT count(*) FROM report_domains), (SELECT count(*) FROM policy_counts)",
     ) == [(0, 0, 0, 0)]
+
+
+async def test_chunks_with_lookups_ahead_and_whole_day_read(
+    resources: Resources, dns: FakeResolver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "CHUNK_SIZE", 2)
+    monkeypatch.setattr(service, "FEW_DOMAINS", 0)  # read the whole day in one go
+    for i in range(7):
+        dns.publish(f"d{i}.example", f"v=TLSRPTv1; rua=mailto:r@d{i}.example")
+    dns.fail("d3.example", TemporaryDnsError("SERVFAIL"))
+    await ingest(resources, *[(sts(f"d{i}.example"), 1, i, False) for i in range(7)])
+    calls: list[tuple[int, int]] = []
+    summary = await service.build_day(
+        resources, DAY, progress=lambda done, total: calls.append((done, total))
+    )
+    assert calls == [(2, 7), (4, 7), (6, 7), (7, 7)]
+    assert (summary.built, summary.pending) == (6, 1)
+    reports = await rows(resources, "SELECT policy_domain, report_json FROM reports ORDER BY 1")
+    assert [r[0] for r in reports] == [f"d{i}.example" for i in (0, 1, 2, 4, 5, 6)]
+    for domain, body in reports:
+        failures = int(str(domain)[1])
+        summary_json = orjson.loads(body)["policies"][0]["summary"]  # type: ignore[arg-type]
+        assert summary_json["total-failure-session-count"] == failures

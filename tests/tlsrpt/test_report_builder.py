@@ -250,3 +250,11 @@ def test_filename_epoch_and_id_characters() -> None:
 def test_refuses_empty_reports() -> None:
     with pytest.raises(ValueError, match="at least one policy"):
         build_report(COMPANY_X, date(2024, 5, 1), "example.com", [])
+
+
+@pytest.mark.parametrize("contact", ["tel:+15551234", "x@bad..example", "urn:isbn:123"])
+def test_settings_refuse_contact_info_without_submitter_domain(contact: str) -> None:
+    from app.config import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="TLSRPT_REPORT__CONTACT_INFO"):
+        load_settings(report={"contact_info": contact})
