@@ -136,7 +136,8 @@ async def _dry_run(res: Resources, day: date) -> int:
     """Print each report's destinations and how each would be reached; change nothing."""
     from app.dns.lookup import TemporaryDnsError
     from app.ingest.service import day_aggregates
-    from app.report.service import NoReportError, preview_report
+    from app.report.service import NoReportError
+    from app.report.views import preview_report
 
     senders = senders_of(res)
     relay = senders.relay.target
