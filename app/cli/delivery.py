@@ -23,7 +23,8 @@ from app.delivery.errors import DeliveryError
 from app.delivery.mail import parse_mailto
 from app.delivery.service import deliver_due, list_deliveries, make_day_due, senders_of
 from app.delivery.signing import DkimKeyError
-from app.delivery.store import DeliveryRow, SuppressionRow
+from app.delivery.store import DeliveryRow
+from app.delivery.suppression_store import SuppressionRow
 from app.resources import Resources
 from app.scheduler.service import Scheduler, announce_configuration, instance_name, stop_scheduler
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from app.db.pool import Pool
-from app.delivery import store
-from app.delivery.store import SuppressionRow
+from app.delivery import suppression_store as store
+from app.delivery.suppression_store import SuppressionRow
 from app.tlsrpt.record import RecordSyntaxError, parse_record
 
 MAX_COMMENT = 500
