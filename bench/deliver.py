@@ -63,6 +63,7 @@ async def benchmark(args: argparse.Namespace, database_url: str, work: Path) -> 
         ReportSettings,
         SchedulerSettings,
         Settings,
+        SmtpSecurity,
         SmtpSettings,
     )
     from app.db.pool import open_pool
@@ -93,7 +94,7 @@ async def benchmark(args: argparse.Namespace, database_url: str, work: Path) -> 
         database_url=SecretStr(database_url),
         data_dir=work / "data",
         report=ReportSettings(organization_name="Bench", contact_info="tlsrpt@sender.example"),
-        smtp=SmtpSettings(host="127.0.0.1", port=ports["smtp"], security="none"),
+        smtp=SmtpSettings(host="127.0.0.1", port=ports["smtp"], security=SmtpSecurity.NONE),
         mail=MailSettings.model_validate({"from": "reports@sender.example"}),
         dkim=DkimSettings(selector="sel", private_key_file=key_file),
         https=HttpsSettings.model_validate(
@@ -144,7 +145,7 @@ async def benchmark(args: argparse.Namespace, database_url: str, work: Path) -> 
 
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state")
-        states = dict(await cur.fetchall())
+        states: dict[str, int] = dict(await cur.fetchall())
     await resources.close()  # waits for the signing processes to exit
     signing = resource.getrusage(resource.RUSAGE_CHILDREN)
     signing_cpu = signing.ru_utime + signing.ru_stime
@@ -212,7 +213,9 @@ def main() -> int:
         if server is None:
             import pgserver
 
-            embedded = pgserver.get_server(work / "pgdata", cleanup_mode="delete")
+            embedded = pgserver.get_server(  # type: ignore[attr-defined]
+                work / "pgdata", cleanup_mode="delete"
+            )
             server = embedded.get_uri("postgres")
         name = create_database(server)
         info = psycopg.conninfo.conninfo_to_dict(server)
