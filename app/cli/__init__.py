@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from app.cli import admin, delivery, reports, serve, tokens
+from app.cli import admin, delivery, inbound, reports, serve, tokens
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
         "environment variables (see README).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, admin, tokens, reports, delivery):
+    for module in (serve, admin, tokens, reports, delivery, inbound):
         module.register(sub)
     return parser
 

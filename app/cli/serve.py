@@ -26,13 +26,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="run the API alone: no day closing, report building or delivery here",
     )
+    p.add_argument(
+        "--lmtp",
+        metavar="HOST:PORT",
+        type=_listen_address,
+        help="also receive report mails by LMTP here (TLSRPT_INBOUND__LMTP_RECIPIENTS)",
+    )
     p.set_defaults(func=serve)
+
+
+def _listen_address(value: str) -> str:
+    from app.inbound.lmtp import parse_listen_address
+
+    try:
+        parse_listen_address(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def serve(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
     from app.delivery.senders import check_dkim_key
     from app.delivery.signing import DkimKeyError
+    from app.inbound.lmtp import lmtp_hook
     from app.main import Hook, create_app
     from app.scheduler.service import start_scheduler
 
@@ -42,8 +59,10 @@ def serve(args: argparse.Namespace) -> int:
         except DkimKeyError as exc:
             print(f"tlsrpt: invalid configuration: {exc}", file=sys.stderr)
             return 2
+    hooks: list[Hook] = [] if args.no_scheduler else [start_scheduler]
+    if args.lmtp:
+        hooks.append(lmtp_hook(args.lmtp))
     with database_url(settings) as url:
-        hooks: list[Hook] = [] if args.no_scheduler else [start_scheduler]
         app = create_app(settings, database_url=url, on_start=hooks)
         config = uvicorn.Config(
             app,
