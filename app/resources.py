@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from app.config import Settings
 from app.db.pool import Pool
 from app.dns.resolver import DnsResolver, TxtResolver
 from app.ingest.group_commit import GroupCommitter
 from app.tokens.service import Authenticator
+
+if TYPE_CHECKING:
+    from app.delivery.senders import Senders
 
 
 def utc_now() -> datetime:
@@ -33,6 +37,9 @@ class Resources:
     # DNS for `_smtp._tls` lookups; None builds the real one from settings.dns. Tests pass
     # a fake resolver.
     resolver: TxtResolver = None  # type: ignore[assignment]
+    # SMTP relay, HTTPS poster, DKIM key: opened on first use (app.delivery.service
+    # .senders_of); tests pass senders aimed at loopback servers.
+    senders: Senders | None = None
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.pool)
@@ -41,6 +48,8 @@ class Resources:
             self.resolver = DnsResolver(self.settings.dns)
 
     async def close(self) -> None:
+        if self.senders is not None:
+            await self.senders.aclose()
         await self.committer.close()
         await self.pool.close()
 
