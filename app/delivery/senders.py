@@ -18,7 +18,7 @@ import httpx
 from app.config import Settings
 from app.delivery.https import AddressResolver, HttpsPoster
 from app.delivery.mail import sender_address
-from app.delivery.signing import DkimKey, load_dkim_key, sign_message
+from app.delivery.signing import DkimKey, load_dkim_key, sign_message, sign_rsa_with_openssl
 from app.delivery.smtp import SmtpRelay
 from app.tlsrpt.report import submitter_domain
 
@@ -26,12 +26,16 @@ from app.tlsrpt.report import submitter_domain
 class Signer:
     """Signs in worker processes when configured, else in this process."""
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, key: DkimKey | None) -> None:
         self._executor: ProcessPoolExecutor | None = None
-        if processes > 0:
+        if processes > 0 and key is not None:
             # spawn: a forked child would inherit the event loop, pool sockets and threads.
+            # Each child hands the key's RSA to OpenSSL once, as this process did on load.
             self._executor = ProcessPoolExecutor(
-                processes, mp_context=multiprocessing.get_context("spawn")
+                processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=sign_rsa_with_openssl,
+                initargs=(key,),
             )
 
     async def sign(self, message: bytes, key: DkimKey) -> bytes:
@@ -78,7 +82,7 @@ def open_senders(
     return Senders(
         relay=SmtpRelay(settings.smtp, helo_name=submitter),
         poster=HttpsPoster(settings.https, resolver, transport=https_transport),
-        signer=Signer(settings.delivery.signing_processes if key is not None else 0),
+        signer=Signer(settings.delivery.signing_processes, key),
         submitter=submitter,
         dkim_key=key,
         from_address=from_address,
