@@ -267,3 +267,30 @@ async def test_connection_refused_and_timeouts_are_temporary(test_ca: LoopbackCa
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"",  # closed without answering
+        b"SMTP? 220 hello\r\n\r\n",  # not HTTP
+        b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",  # endless headers
+    ],
+)
+async def test_broken_answers_are_temporary(test_ca: LoopbackCa, answer: bytes) -> None:
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(broken, "127.0.0.1", 0, ssl=test_ca.server_context())
+    port = server.sockets[0].getsockname()[1]
+    try:
+        poster = loopback_poster(test_ca, {}, timeout_seconds=2.0)
+        with pytest.raises(TemporaryDeliveryError, match="connection failed"):
+            await poster.post(f"https://127.0.0.1:{port}/", BODY)
+        await poster.aclose()
+    finally:
+        server.close()
+        await server.wait_closed()
