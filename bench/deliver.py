@@ -1,7 +1,7 @@
 """Delivery benchmark: one day of 10,000 reports, half by mail, half by HTTPS.
 
     python bench/deliver.py [--database-url URL] [--reports 10000] [--concurrency 64]
-                            [--signing-processes 2]
+                            [--signing-processes 1]
 
 Results for 10,000 policy domains are stored for yesterday; each domain publishes one rua
 (even: `mailto:` to an aiosmtpd sink, odd: `https:` to a uvicorn receiver with a test
@@ -197,7 +197,7 @@ def main() -> int:
     parser.add_argument("--database-url", default=os.environ.get("TLSRPT_DATABASE_URL"))
     parser.add_argument("--reports", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--signing-processes", type=int, default=2)
+    parser.add_argument("--signing-processes", type=int, default=1)
     parser.add_argument("--kinds", choices=["both", "mailto", "https"], default="both")
     parser.add_argument("--sinks", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -257,11 +258,22 @@ async def test_connection_refused_and_timeouts_are_temporary(test_ca: LoopbackCa
         await reader.read()
         writer.close()
 
-    server = await asyncio.start_server(silent, "127.0.0.1", 0, ssl=test_ca.server_context())
+    await expect_temporary(test_ca, silent, timeout_seconds=0.3, match="timed out")
+
+
+async def expect_temporary(
+    test_ca: LoopbackCa,
+    handler: Callable[..., Awaitable[None]],
+    *,
+    timeout_seconds: float,
+    match: str,
+) -> None:
+    """POST to a TLS server on 127.0.0.1 running `handler`: a TemporaryDeliveryError."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=test_ca.server_context())
     port = server.sockets[0].getsockname()[1]
     try:
-        poster = loopback_poster(test_ca, {}, timeout_seconds=0.3)
-        with pytest.raises(TemporaryDeliveryError, match="timed out"):
+        poster = loopback_poster(test_ca, {}, timeout_seconds=timeout_seconds)
+        with pytest.raises(TemporaryDeliveryError, match=match):
             await poster.post(f"https://127.0.0.1:{port}/", BODY)
         await poster.aclose()
     finally:
@@ -284,13 +296,4 @@ async def test_broken_answers_are_temporary(test_ca: LoopbackCa, answer: bytes) 
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(broken, "127.0.0.1", 0, ssl=test_ca.server_context())
-    port = server.sockets[0].getsockname()[1]
-    try:
-        poster = loopback_poster(test_ca, {}, timeout_seconds=2.0)
-        with pytest.raises(TemporaryDeliveryError, match="connection failed"):
-            await poster.post(f"https://127.0.0.1:{port}/", BODY)
-        await poster.aclose()
-    finally:
-        server.close()
-        await server.wait_closed()
+    await expect_temporary(test_ca, broken, timeout_seconds=2.0, match="connection failed")
