@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from app.config import Settings
 from app.db.pool import Pool
 from app.dns.resolver import DnsResolver, TxtResolver
+from app.inbound.group_commit import ReportCommitter
 from app.ingest.group_commit import GroupCommitter
 from app.tokens.service import Authenticator
 
@@ -30,6 +31,7 @@ class Resources:
     expected_heads: frozenset[str] = frozenset()
     authenticator: Authenticator = field(init=False)
     committer: GroupCommitter = field(init=False)
+    inbound_committer: ReportCommitter = field(init=False)
     # DNS for `_smtp._tls` lookups; None builds the real one from settings.dns. Tests pass
     # a fake resolver.
     resolver: TxtResolver = None  # type: ignore[assignment]
@@ -37,11 +39,13 @@ class Resources:
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.pool)
         self.committer = GroupCommitter(self.pool)
+        self.inbound_committer = ReportCommitter(self.pool)
         if self.resolver is None:
             self.resolver = DnsResolver(self.settings.dns)
 
     async def close(self) -> None:
         await self.committer.close()
+        await self.inbound_committer.close()
         await self.pool.close()
 
 

@@ -1,12 +1,13 @@
 """SQL for received reports (inbound_reports, inbound_policies, inbound_failures).
 
-A report is written in one statement: the report row (its unique key settles
-duplicates) and, when it is new, all its policies and failure details as multi-row
-inserts from JSON record sets. Summaries aggregate in SQL.
+Reports are written many at a time, in one statement: the report rows (their unique
+key settles duplicates) and, for those that are new, all their policies and failure
+details as multi-row inserts from JSON record sets. Summaries aggregate in SQL.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -34,77 +35,114 @@ def _jsonb(value: object) -> Jsonb:
     return Jsonb(value, dumps=orjson.dumps)
 
 
-async def insert_report(
-    conn: Conn,
-    report: dict[str, Any],
-    policies: list[dict[str, Any]],
-    failures: list[dict[str, Any]],
-) -> tuple[int, bool]:
-    """Store a report with its policies and failure details, in one statement.
+@dataclass(frozen=True, slots=True)
+class NewReport:
+    """A report's row (the columns of inbound_reports), its policy and failure rows, and
+    how many copies of it arrived together (counted in times_received)."""
 
-    On an (organization, report-id) conflict only the resend is counted. Returns the
-    row id and whether this call inserted it. One statement is one round trip and
-    atomic on its own; the failure rows' foreign keys are checked at its end, after the
-    sibling policy rows exist.
+    row: dict[str, Any]
+    policies: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+    copies: int = 1
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.row["organization_name"], self.row["report_id"]
+
+
+# The report columns passed as one array each, in the order of `_INSERT_REPORTS`.
+_REPORT_COLUMNS = (
+    "organization_name", "report_id", "contact_info", "start_at", "end_at", "day",
+    "policy_count", "success_count", "failure_count", "has_failures", "received_via",
+    "report_json", "mail_from", "mail_subject", "mail_message_id", "mail_report_domain",
+    "mail_submitter", "mail_filename", "dkim_verdict", "dkim_domain", "dkim_reason",
+)  # fmt: skip
+
+_INSERT_REPORTS = """
+    WITH x AS (
+        SELECT * FROM unnest(%(organization_name)s::text[], %(report_id)s::text[],
+            %(contact_info)s::text[], %(start_at)s::timestamptz[], %(end_at)s::timestamptz[],
+            %(day)s::date[], %(policy_count)s::integer[], %(success_count)s::numeric[],
+            %(failure_count)s::numeric[], %(has_failures)s::boolean[],
+            %(received_via)s::text[], %(report_json)s::bytea[], %(mail_from)s::text[],
+            %(mail_subject)s::text[], %(mail_message_id)s::text[],
+            %(mail_report_domain)s::text[], %(mail_submitter)s::text[],
+            %(mail_filename)s::text[], %(dkim_verdict)s::text[], %(dkim_domain)s::text[],
+            %(dkim_reason)s::text[], %(extra)s::jsonb[], %(policies)s::jsonb[],
+            %(failures)s::jsonb[], %(copies)s::integer[])
+        WITH ORDINALITY AS x(organization_name, report_id, contact_info, start_at, end_at,
+            day, policy_count, success_count, failure_count, has_failures, received_via,
+            report_json, mail_from, mail_subject, mail_message_id, mail_report_domain,
+            mail_submitter, mail_filename, dkim_verdict, dkim_domain, dkim_reason, extra,
+            policies, failures, copies, n)
+    ), r AS (
+        INSERT INTO inbound_reports AS r (organization_name, report_id, contact_info,
+            start_at, end_at, day, policy_domains, policy_count, success_count,
+            failure_count, has_failures, received_via, report_json, extra, mail_from,
+            mail_subject, mail_message_id, mail_report_domain, mail_submitter,
+            mail_filename, dkim_verdict, dkim_domain, dkim_reason, times_received)
+        SELECT organization_name, report_id, contact_info, start_at, end_at, day,
+            ARRAY(SELECT DISTINCT y.policy_domain
+                FROM jsonb_to_recordset(x.policies) AS y(policy_domain text) ORDER BY 1),
+            policy_count, success_count, failure_count, has_failures, received_via,
+            report_json, extra, mail_from, mail_subject, mail_message_id,
+            mail_report_domain, mail_submitter, mail_filename, dkim_verdict, dkim_domain,
+            dkim_reason, copies
+        FROM x
+        -- One key order for every writer: concurrent groups never deadlock.
+        ORDER BY organization_name, report_id
+        ON CONFLICT (organization_name, report_id) DO UPDATE SET
+            times_received = r.times_received + EXCLUDED.times_received,
+            last_received_at = now()
+        RETURNING id, organization_name, report_id, (xmax = 0) AS inserted
+    ), k AS (
+        SELECT x.n, r.id, r.inserted, x.policies, x.failures
+        FROM r JOIN x USING (organization_name, report_id)
+    ), p AS (
+        INSERT INTO inbound_policies (report_pk, position, policy_type, policy_domain,
+            policy_string, mx_host, success_count, failure_count, extra)
+        SELECT k.id, y.position, y.policy_type, y.policy_domain, y.policy_string,
+            y.mx_host, y.success_count, y.failure_count, y.extra
+        FROM k, jsonb_to_recordset(k.policies) AS y(position integer, policy_type text,
+            policy_domain text, policy_string text[], mx_host text[], success_count bigint,
+            failure_count bigint, extra jsonb)
+        WHERE k.inserted
+    ), f AS (
+        INSERT INTO inbound_failures (report_pk, policy_position, position, result_type,
+            sending_mta_ip, receiving_mx_hostname, receiving_mx_helo, receiving_ip,
+            additional_information, failure_reason_code, failed_session_count, extra)
+        SELECT k.id, y.policy_position, y.position, y.result_type, y.sending_mta_ip,
+            y.receiving_mx_hostname, y.receiving_mx_helo, y.receiving_ip,
+            y.additional_information, y.failure_reason_code, y.failed_session_count,
+            y.extra
+        FROM k, jsonb_to_recordset(k.failures) AS y(policy_position integer,
+            position integer, result_type text, sending_mta_ip inet,
+            receiving_mx_hostname text, receiving_mx_helo text, receiving_ip inet,
+            additional_information text, failure_reason_code text,
+            failed_session_count bigint, extra jsonb)
+        WHERE k.inserted
+    )
+    SELECT n, id, inserted FROM k
+"""
+
+
+async def insert_reports(conn: Conn, reports: Sequence[NewReport]) -> list[tuple[int, bool]]:
+    """Store reports with their policies and failure details, in one statement.
+
+    Keys (organization, report-id) must be distinct. A report whose key is already
+    stored only counts its copies as resends. Returns, in the order given, each row id
+    and whether this call inserted it. One statement is one round trip and atomic; the
+    failure rows' foreign keys are checked at its end, after their policy rows exist.
     """
-    params = dict(
-        report,
-        extra=_jsonb(report["extra"]) if report["extra"] else None,
-        policies=_jsonb(policies),
-        failures=_jsonb(failures),
-    )
-    cur = await conn.execute(
-        """
-        WITH r AS (
-            INSERT INTO inbound_reports AS r (organization_name, report_id, contact_info,
-                start_at, end_at, day, policy_domains, policy_count, success_count,
-                failure_count, has_failures, received_via, report_json, extra, mail_from,
-                mail_subject, mail_message_id, mail_report_domain, mail_submitter,
-                mail_filename, dkim_verdict, dkim_domain, dkim_reason)
-            VALUES (%(organization_name)s, %(report_id)s, %(contact_info)s, %(start_at)s,
-                %(end_at)s, %(day)s,
-                ARRAY(SELECT DISTINCT x.policy_domain
-                    FROM jsonb_to_recordset(%(policies)s) AS x(policy_domain text) ORDER BY 1),
-                %(policy_count)s,
-                %(success_count)s, %(failure_count)s, %(has_failures)s, %(received_via)s,
-                %(report_json)s, %(extra)s, %(mail_from)s, %(mail_subject)s,
-                %(mail_message_id)s, %(mail_report_domain)s, %(mail_submitter)s,
-                %(mail_filename)s, %(dkim_verdict)s, %(dkim_domain)s, %(dkim_reason)s)
-            ON CONFLICT (organization_name, report_id) DO UPDATE SET
-                times_received = r.times_received + 1, last_received_at = now()
-            RETURNING id, (xmax = 0) AS inserted
-        ), p AS (
-            INSERT INTO inbound_policies (report_pk, position, policy_type, policy_domain,
-                policy_string, mx_host, success_count, failure_count, extra)
-            SELECT r.id, x.position, x.policy_type, x.policy_domain, x.policy_string,
-                x.mx_host, x.success_count, x.failure_count, x.extra
-            FROM r, jsonb_to_recordset(%(policies)s) AS x(position integer,
-                policy_type text, policy_domain text, policy_string text[], mx_host text[],
-                success_count bigint, failure_count bigint, extra jsonb)
-            WHERE r.inserted
-        ), f AS (
-            INSERT INTO inbound_failures (report_pk, policy_position, position,
-                result_type, sending_mta_ip, receiving_mx_hostname, receiving_mx_helo,
-                receiving_ip, additional_information, failure_reason_code,
-                failed_session_count, extra)
-            SELECT r.id, x.policy_position, x.position, x.result_type, x.sending_mta_ip,
-                x.receiving_mx_hostname, x.receiving_mx_helo, x.receiving_ip,
-                x.additional_information, x.failure_reason_code, x.failed_session_count,
-                x.extra
-            FROM r, jsonb_to_recordset(%(failures)s) AS x(policy_position integer,
-                position integer, result_type text, sending_mta_ip inet,
-                receiving_mx_hostname text, receiving_mx_helo text, receiving_ip inet,
-                additional_information text, failure_reason_code text,
-                failed_session_count bigint, extra jsonb)
-            WHERE r.inserted
-        )
-        SELECT id, inserted FROM r
-        """,
-        params,
-    )
-    found = await cur.fetchone()
-    assert found is not None
-    return int(found[0]), bool(found[1])  # type: ignore[call-overload]
+    params: dict[str, Any] = {name: [r.row[name] for r in reports] for name in _REPORT_COLUMNS}
+    params["extra"] = [_jsonb(r.row["extra"]) if r.row["extra"] else None for r in reports]
+    # Each report's policies and failure details as one JSON record set.
+    params["policies"] = [_jsonb(r.policies) for r in reports]
+    params["failures"] = [_jsonb(r.failures) for r in reports]
+    params["copies"] = [r.copies for r in reports]
+    cur = await conn.execute(_INSERT_REPORTS, params)
+    found = {int(n): (int(pk), bool(new)) for n, pk, new in await cur.fetchall()}  # type: ignore[call-overload]
+    return [found[n] for n in range(1, len(reports) + 1)]
 
 
 async def list_reports(conn: Conn, where: ReportFilter) -> list[dict[str, Any]]:
