@@ -1,8 +1,9 @@
-"""SQL for received reports (inbound_reports, inbound_policies, inbound_failures).
+"""SQL for received reports (inbound_reports; the views inbound_policies, inbound_failures).
 
-Reports are written many at a time, in one statement: the report rows (their unique
-key settles duplicates) and, for those that are new, all their policies and failure
-details as multi-row inserts from JSON record sets. Summaries aggregate in SQL.
+Reports are written many at a time, in one statement; a report is one row, its policies
+and failure details JSON record sets on it, and its unique key settles duplicates.
+Summaries aggregate in SQL, finding a domain's reports by the GIN index on their policy
+domains.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class NewReport:
         return self.row["organization_name"], self.row["report_id"]
 
 
-# The report columns passed as one array each, in the order of `_INSERT_REPORTS`.
+# The report columns passed as one array each (binary: text arrays of bytea or JSON are
+# slow to build), in the order of `_INSERT_REPORTS`.
 _REPORT_COLUMNS = (
     "organization_name", "report_id", "contact_info", "start_at", "end_at", "day",
     "policy_count", "success_count", "failure_count", "has_failures", "received_via",
@@ -59,70 +61,41 @@ _REPORT_COLUMNS = (
 )  # fmt: skip
 
 _INSERT_REPORTS = """
-    WITH x AS (
-        SELECT * FROM unnest(%(organization_name)s::text[], %(report_id)s::text[],
-            %(contact_info)s::text[], %(start_at)s::timestamptz[], %(end_at)s::timestamptz[],
-            %(day)s::date[], %(policy_count)s::integer[], %(success_count)s::numeric[],
-            %(failure_count)s::numeric[], %(has_failures)s::boolean[],
-            %(received_via)s::text[], %(report_json)s::bytea[], %(mail_from)s::text[],
-            %(mail_subject)s::text[], %(mail_message_id)s::text[],
-            %(mail_report_domain)s::text[], %(mail_submitter)s::text[],
-            %(mail_filename)s::text[], %(dkim_verdict)s::text[], %(dkim_domain)s::text[],
-            %(dkim_reason)s::text[], %(extra)s::jsonb[], %(policies)s::jsonb[],
-            %(failures)s::jsonb[], %(copies)s::integer[])
-        WITH ORDINALITY AS x(organization_name, report_id, contact_info, start_at, end_at,
+    INSERT INTO inbound_reports AS r (organization_name, report_id, contact_info, start_at,
+        end_at, day, policy_domains, policy_count, success_count, failure_count,
+        has_failures, policies, failures, received_via, report_json, extra, mail_from,
+        mail_subject, mail_message_id, mail_report_domain, mail_submitter, mail_filename,
+        dkim_verdict, dkim_domain, dkim_reason, times_received)
+    SELECT organization_name, report_id, contact_info, start_at, end_at, day,
+        ARRAY(SELECT DISTINCT y.policy_domain
+            FROM jsonb_to_recordset(d -> 'policies') AS y(policy_domain text) ORDER BY 1),
+        policy_count, success_count, failure_count, has_failures, d -> 'policies',
+        d -> 'failures', received_via, report_json, d -> 'extra', mail_from, mail_subject,
+        mail_message_id, mail_report_domain, mail_submitter, mail_filename, dkim_verdict,
+        dkim_domain, dkim_reason, copies
+    FROM (
+        SELECT u.*, %(details)s::jsonb -> (u.n::integer - 1) AS d
+        FROM unnest(%(organization_name)b::text[], %(report_id)b::text[],
+            %(contact_info)b::text[], %(start_at)b::timestamptz[], %(end_at)b::timestamptz[],
+            %(day)b::date[], %(policy_count)b::integer[], %(success_count)b::numeric[],
+            %(failure_count)b::numeric[], %(has_failures)b::boolean[],
+            %(received_via)b::text[], %(report_json)b::bytea[], %(mail_from)b::text[],
+            %(mail_subject)b::text[], %(mail_message_id)b::text[],
+            %(mail_report_domain)b::text[], %(mail_submitter)b::text[],
+            %(mail_filename)b::text[], %(dkim_verdict)b::text[], %(dkim_domain)b::text[],
+            %(dkim_reason)b::text[], %(copies)b::integer[])
+        WITH ORDINALITY AS u(organization_name, report_id, contact_info, start_at, end_at,
             day, policy_count, success_count, failure_count, has_failures, received_via,
             report_json, mail_from, mail_subject, mail_message_id, mail_report_domain,
-            mail_submitter, mail_filename, dkim_verdict, dkim_domain, dkim_reason, extra,
-            policies, failures, copies, n)
-    ), r AS (
-        INSERT INTO inbound_reports AS r (organization_name, report_id, contact_info,
-            start_at, end_at, day, policy_domains, policy_count, success_count,
-            failure_count, has_failures, received_via, report_json, extra, mail_from,
-            mail_subject, mail_message_id, mail_report_domain, mail_submitter,
-            mail_filename, dkim_verdict, dkim_domain, dkim_reason, times_received)
-        SELECT organization_name, report_id, contact_info, start_at, end_at, day,
-            ARRAY(SELECT DISTINCT y.policy_domain
-                FROM jsonb_to_recordset(x.policies) AS y(policy_domain text) ORDER BY 1),
-            policy_count, success_count, failure_count, has_failures, received_via,
-            report_json, extra, mail_from, mail_subject, mail_message_id,
-            mail_report_domain, mail_submitter, mail_filename, dkim_verdict, dkim_domain,
-            dkim_reason, copies
-        FROM x
-        -- One key order for every writer: concurrent groups never deadlock.
-        ORDER BY organization_name, report_id
-        ON CONFLICT (organization_name, report_id) DO UPDATE SET
-            times_received = r.times_received + EXCLUDED.times_received,
-            last_received_at = now()
-        RETURNING id, organization_name, report_id, (xmax = 0) AS inserted
-    ), k AS (
-        SELECT x.n, r.id, r.inserted, x.policies, x.failures
-        FROM r JOIN x USING (organization_name, report_id)
-    ), p AS (
-        INSERT INTO inbound_policies (report_pk, position, policy_type, policy_domain,
-            policy_string, mx_host, success_count, failure_count, extra)
-        SELECT k.id, y.position, y.policy_type, y.policy_domain, y.policy_string,
-            y.mx_host, y.success_count, y.failure_count, y.extra
-        FROM k, jsonb_to_recordset(k.policies) AS y(position integer, policy_type text,
-            policy_domain text, policy_string text[], mx_host text[], success_count bigint,
-            failure_count bigint, extra jsonb)
-        WHERE k.inserted
-    ), f AS (
-        INSERT INTO inbound_failures (report_pk, policy_position, position, result_type,
-            sending_mta_ip, receiving_mx_hostname, receiving_mx_helo, receiving_ip,
-            additional_information, failure_reason_code, failed_session_count, extra)
-        SELECT k.id, y.policy_position, y.position, y.result_type, y.sending_mta_ip,
-            y.receiving_mx_hostname, y.receiving_mx_helo, y.receiving_ip,
-            y.additional_information, y.failure_reason_code, y.failed_session_count,
-            y.extra
-        FROM k, jsonb_to_recordset(k.failures) AS y(policy_position integer,
-            position integer, result_type text, sending_mta_ip inet,
-            receiving_mx_hostname text, receiving_mx_helo text, receiving_ip inet,
-            additional_information text, failure_reason_code text,
-            failed_session_count bigint, extra jsonb)
-        WHERE k.inserted
-    )
-    SELECT n, id, inserted FROM k
+            mail_submitter, mail_filename, dkim_verdict, dkim_domain, dkim_reason, copies,
+            n)
+    ) AS x
+    -- One key order for every writer: concurrent groups never deadlock.
+    ORDER BY organization_name, report_id
+    ON CONFLICT (organization_name, report_id) DO UPDATE SET
+        times_received = r.times_received + EXCLUDED.times_received,
+        last_received_at = now()
+    RETURNING organization_name, report_id, id, (xmax = 0) AS inserted
 """
 
 
@@ -131,18 +104,23 @@ async def insert_reports(conn: Conn, reports: Sequence[NewReport]) -> list[tuple
 
     Keys (organization, report-id) must be distinct. A report whose key is already
     stored only counts its copies as resends. Returns, in the order given, each row id
-    and whether this call inserted it. One statement is one round trip and atomic; the
-    failure rows' foreign keys are checked at its end, after their policy rows exist.
+    and whether this call inserted it.
     """
     params: dict[str, Any] = {name: [r.row[name] for r in reports] for name in _REPORT_COLUMNS}
-    params["extra"] = [_jsonb(r.row["extra"]) if r.row["extra"] else None for r in reports]
-    # Each report's policies and failure details as one JSON record set.
-    params["policies"] = [_jsonb(r.policies) for r in reports]
-    params["failures"] = [_jsonb(r.failures) for r in reports]
     params["copies"] = [r.copies for r in reports]
+    # One JSON document for what is not a column: per report, its policy and failure
+    # rows as record sets and its unknown keys (arrays of JSON cost far more to send).
+    params["details"] = _jsonb([_details(r) for r in reports])
     cur = await conn.execute(_INSERT_REPORTS, params)
-    found = {int(n): (int(pk), bool(new)) for n, pk, new in await cur.fetchall()}  # type: ignore[call-overload]
-    return [found[n] for n in range(1, len(reports) + 1)]
+    found = {(o, i): (int(pk), bool(new)) for o, i, pk, new in await cur.fetchall()}  # type: ignore[call-overload]
+    return [found[r.key] for r in reports]
+
+
+def _details(report: NewReport) -> dict[str, Any]:
+    details: dict[str, Any] = {"policies": report.policies, "failures": report.failures}
+    if report.row["extra"]:
+        details["extra"] = report.row["extra"]
+    return details
 
 
 async def list_reports(conn: Conn, where: ReportFilter) -> list[dict[str, Any]]:
@@ -156,8 +134,7 @@ async def list_reports(conn: Conn, where: ReportFilter) -> list[dict[str, Any]]:
                 mail_subject, mail_message_id, mail_report_domain, mail_submitter,
                 mail_filename, dkim_verdict, dkim_domain, dkim_reason
             FROM inbound_reports
-            WHERE (%(domain)s::text IS NULL OR id IN (
-                    SELECT report_pk FROM inbound_policies WHERE policy_domain = %(domain)s))
+            WHERE (%(domain)s::text IS NULL OR policy_domains @> ARRAY[%(domain)s::text])
               AND (%(organization)s::text IS NULL OR organization_name = %(organization)s)
               AND (%(from_day)s::date IS NULL OR day >= %(from_day)s)
               AND (%(to_day)s::date IS NULL OR day <= %(to_day)s)
@@ -205,8 +182,10 @@ async def list_summary_sessions(
         """
         SELECT r.day, r.organization_name, count(DISTINCT r.id), sum(p.success_count),
             sum(p.failure_count)
-        FROM inbound_policies p JOIN inbound_reports r ON r.id = p.report_pk
-        WHERE p.policy_domain = %(domain)s AND r.day BETWEEN %(from_day)s AND %(to_day)s
+        FROM inbound_reports r, jsonb_to_recordset(r.policies) AS p(policy_domain text,
+            success_count bigint, failure_count bigint)
+        WHERE r.policy_domains @> ARRAY[%(domain)s::text] AND p.policy_domain = %(domain)s
+          AND r.day BETWEEN %(from_day)s AND %(to_day)s
         GROUP BY r.day, r.organization_name
         ORDER BY r.day, r.organization_name
         """,
@@ -224,10 +203,14 @@ async def list_summary_failures(
         SELECT r.day, r.organization_name, f.result_type, f.receiving_mx_hostname,
             host(f.receiving_ip), host(f.sending_mta_ip),
             sum(f.failed_session_count)
-        FROM inbound_failures f
-        JOIN inbound_policies p ON p.report_pk = f.report_pk AND p.position = f.policy_position
-        JOIN inbound_reports r ON r.id = f.report_pk
-        WHERE p.policy_domain = %(domain)s AND r.day BETWEEN %(from_day)s AND %(to_day)s
+        FROM inbound_reports r
+        CROSS JOIN LATERAL jsonb_to_recordset(r.policies) AS p(position integer,
+            policy_domain text)
+        JOIN LATERAL jsonb_to_recordset(r.failures) AS f(policy_position integer,
+            result_type text, sending_mta_ip inet, receiving_mx_hostname text,
+            receiving_ip inet, failed_session_count bigint) ON f.policy_position = p.position
+        WHERE r.policy_domains @> ARRAY[%(domain)s::text] AND p.policy_domain = %(domain)s
+          AND r.day BETWEEN %(from_day)s AND %(to_day)s
         GROUP BY 1, 2, 3, 4, 5, 6
         ORDER BY 1, 2, 3, 4 NULLS LAST, 5 NULLS LAST, 6 NULLS LAST
         """,
