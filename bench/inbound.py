@@ -228,7 +228,8 @@ def main() -> int:
         per_report = cpu * 1000 / len(latencies)
         print(f"server CPU {cpu / took:.2f} cores, {per_report:.2f} ms per report; "
               f"peak RSS {peak_rss_mb(server.pid):.0f} MB; database backends CPU "
-              f"{db_cpu / took:.2f} cores, {db_cpu * 1000 / len(latencies):.2f} ms per report")  # fmt: skip
+              f"{db_cpu / took:.2f} cores, "
+              f"{db_cpu * 1000 / len(latencies):.2f} ms per report")  # fmt: skip
         with psycopg.connect(env["TLSRPT_DATABASE_URL"]) as conn:
             reports, policies = conn.execute(
                 "SELECT count(*), coalesce(sum(policy_count), 0) FROM inbound_reports"
