@@ -179,6 +179,11 @@ class DeliverySettings(BaseModel):
     retry_max_hours: float = Field(default=24.0, gt=0)
     lease_seconds: int = Field(default=300, ge=5)
     concurrency: int = Field(default=32, ge=1)
+    # Deliveries claimed per round of the delivery loop.
+    batch_size: int = Field(default=200, ge=1)
+    # DKIM signing (RSA in dkimpy is Python arithmetic, ~10 ms per mail) runs in this many
+    # worker processes; 0 signs in the service process.
+    signing_processes: int = Field(default=0, ge=0)
 
 
 class SchedulerSettings(BaseModel):
@@ -187,6 +192,11 @@ class SchedulerSettings(BaseModel):
     # Deliveries of a day are spread over this window after closing (RFC 8460 §4.1).
     send_window_seconds: int = Field(default=4 * 3600, ge=0)
     poll_seconds: float = Field(default=30.0, gt=0)
+    # A day's build not finished within this long is taken over by another instance.
+    job_lease_seconds: int = Field(default=1800, ge=10)
+    # On SIGTERM/SIGINT, sends in flight get this long to finish; the rest are picked up
+    # again after their lease expires.
+    stop_timeout_seconds: float = Field(default=20.0, ge=0)
 
 
 class InboundSettings(BaseModel):

@@ -32,8 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import Stats, encode_post, run_clients  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-FAILURES = ["certificate-expired", "starttls-not-supported", "sts-policy-invalid",
-            "certificate-host-mismatch", "validation-failure"]
+FAILURES = [
+    "certificate-expired",
+    "starttls-not-supported",
+    "sts-policy-invalid",
+    "certificate-host-mismatch",
+    "validation-failure",
+]
 
 
 def free_port() -> int:
@@ -46,10 +51,17 @@ def make_result(rng: random.Random, domains: int) -> dict[str, object]:
     d = rng.randrange(domains)
     domain = f"d{d}.bench.example"
     item: dict[str, object] = {
-        "policy": {"policy-type": "sts", "policy-domain": domain,
-                   "policy-string": ["version: STSv1", "mode: enforce",
-                                     f"mx: mx.{domain}", "max_age: 86400"],
-                   "mx-host": [f"mx.{domain}"]},
+        "policy": {
+            "policy-type": "sts",
+            "policy-domain": domain,
+            "policy-string": [
+                "version: STSv1",
+                "mode: enforce",
+                f"mx: mx.{domain}",
+                "max_age: 86400",
+            ],
+            "mx-host": [f"mx.{domain}"],
+        },
         "result-type": "success",
     }
     if rng.random() < 0.05:
@@ -84,8 +96,9 @@ def db_total(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-async def phase(port: int, token: str, clients: int, seconds: float, batch: int,
-                rng: random.Random) -> tuple[Stats, int, float]:
+async def phase(
+    port: int, token: str, clients: int, seconds: float, batch: int, rng: random.Random
+) -> tuple[Stats, int, float]:
     sent = 0
     pool_size = 64
     bodies = []
@@ -124,11 +137,13 @@ def main() -> int:
     env.update({"TLSRPT_DATA_DIR": str(tmp), "TLSRPT_LOG_LEVEL": "WARNING"})
     if args.database_url:
         env["TLSRPT_DATABASE_URL"] = args.database_url
-    subprocess.run([sys.executable, "-m", "app", "migrate"], cwd=ROOT, env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "app", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)],
-                              cwd=ROOT, env=env)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port)], cwd=ROOT, env=env
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -139,10 +154,28 @@ def main() -> int:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        token = subprocess.run(
-            [sys.executable, "-m", "app", "token", "create", "--scope", "ingest", "--name",
-             f"bench-{port}"], cwd=ROOT, env=env, check=True, capture_output=True, text=True,
-        ).stdout.strip().splitlines()[-1]
+        token = (
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "app",
+                    "token",
+                    "create",
+                    "--scope",
+                    "ingest",
+                    "--name",
+                    f"bench-{port}",
+                ],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         url = args.database_url
         if url is None:
             import pgserver
@@ -156,30 +189,42 @@ def main() -> int:
 
         cpu0 = rss.proc.cpu_times()
         stats, sent_a, took = asyncio.run(
-            phase(port, token, args.batch_clients, args.batch_seconds, 1000, rng))
-        print(f"(a) batches of 1000 over 1000 domains, {args.batch_clients} clients: "
-              f"{sent_a / took:,.0f} results/s ({stats.ok} batches ok, {stats.failed} failed, "
-              f"p50 {stats.p(0.5) * 1000:.1f} ms, p99 {stats.p(0.99) * 1000:.1f} ms)")
+            phase(port, token, args.batch_clients, args.batch_seconds, 1000, rng)
+        )
+        print(
+            f"(a) batches of 1000 over 1000 domains, {args.batch_clients} clients: "
+            f"{sent_a / took:,.0f} results/s ({stats.ok} batches ok, {stats.failed} failed, "
+            f"p50 {stats.p(0.5) * 1000:.1f} ms, p99 {stats.p(0.99) * 1000:.1f} ms)"
+        )
 
         cpu1 = rss.proc.cpu_times()
-        print(f"    server CPU {(cpu1.user + cpu1.system - cpu0.user - cpu0.system) / took:.2f} "
-              f"cores, {(cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1e6 / max(sent_a, 1):.1f} "
-              "us per result")
+        print(
+            f"    server CPU {(cpu1.user + cpu1.system - cpu0.user - cpu0.system) / took:.2f} "
+            f"cores, {(cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1e6 / max(sent_a, 1):.1f} "
+            "us per result"
+        )
         stats, sent_b, took = asyncio.run(
-            phase(port, token, args.single_clients, args.single_seconds, 1, rng))
-        print(f"(b) single results, {args.single_clients} clients: {stats.ok / took:,.0f} "
-              f"requests/s, p50 {stats.p(0.5) * 1000:.1f} ms, p99 {stats.p(0.99) * 1000:.1f} ms, "
-              f"{stats.failed} failed {stats.statuses}")
+            phase(port, token, args.single_clients, args.single_seconds, 1, rng)
+        )
+        print(
+            f"(b) single results, {args.single_clients} clients: {stats.ok / took:,.0f} "
+            f"requests/s, p50 {stats.p(0.5) * 1000:.1f} ms, p99 {stats.p(0.99) * 1000:.1f} ms, "
+            f"{stats.failed} failed {stats.statuses}"
+        )
         cpu2 = rss.proc.cpu_times()
-        print(f"    server CPU {(cpu2.user + cpu2.system - cpu1.user - cpu1.system) / took:.2f} "
-              f"cores, {(cpu2.user + cpu2.system - cpu1.user - cpu1.system) * 1e6 / max(stats.ok, 1):.0f} "
-              "us per request")
+        print(
+            f"    server CPU {(cpu2.user + cpu2.system - cpu1.user - cpu1.system) / took:.2f} "
+            f"cores, {(cpu2.user + cpu2.system - cpu1.user - cpu1.system) * 1e6 / max(stats.ok, 1):.0f} "
+            "us per request"
+        )
         rss.stop.set()
         stored = db_total(url) - before
         sent = sent_a + sent_b
         print(f"server peak RSS {rss.peak / 2**20:.0f} MB")
-        print(f"acknowledged {sent:,} sessions, database holds {stored:,}: "
-              f"{'exact' if stored == sent else 'MISMATCH'}")
+        print(
+            f"acknowledged {sent:,} sessions, database holds {stored:,}: "
+            f"{'exact' if stored == sent else 'MISMATCH'}"
+        )
         return 0 if stored == sent else 1
     finally:
         server.send_signal(signal.SIGTERM)

@@ -1,4 +1,4 @@
-"""`tlsrpt serve`: the HTTP API (and, as areas add them, the scheduler and listeners).
+"""`tlsrpt serve`: the HTTP API and the scheduler (`--no-scheduler`: the API alone).
 
 Without `TLSRPT_DATABASE_URL` it starts the embedded PostgreSQL, migrates it, and stops
 it when the server exits (SIGTERM and SIGINT stop uvicorn gracefully first).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 import uvicorn
 
@@ -20,6 +21,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the API (embedded database unless configured)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument(
+        "--no-scheduler",
+        action="store_true",
+        help="run the API alone: no day closing, report building or delivery here",
+    )
     p.add_argument(
         "--lmtp",
         metavar="HOST:PORT",
@@ -41,10 +47,21 @@ def _listen_address(value: str) -> str:
 
 def serve(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
+    from app.delivery.senders import check_dkim_key
+    from app.delivery.signing import DkimKeyError
     from app.inbound.lmtp import lmtp_hook
-    from app.main import create_app
+    from app.main import Hook, create_app
+    from app.scheduler.service import start_scheduler
 
-    hooks = [lmtp_hook(args.lmtp)] if args.lmtp else []
+    if not args.no_scheduler:
+        try:
+            check_dkim_key(settings)
+        except DkimKeyError as exc:
+            print(f"tlsrpt: invalid configuration: {exc}", file=sys.stderr)
+            return 2
+    hooks: list[Hook] = [] if args.no_scheduler else [start_scheduler]
+    if args.lmtp:
+        hooks.append(lmtp_hook(args.lmtp))
     with database_url(settings) as url:
         app = create_app(settings, database_url=url, on_start=hooks)
         config = uvicorn.Config(

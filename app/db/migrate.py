@@ -37,8 +37,11 @@ def _config(url: str) -> object:
 
 def upgrade(url: str) -> None:
     """Apply all pending migrations (idempotent; safe to run from several instances)."""
+    import psycopg
     from alembic import command
 
+    # Fail with psycopg's own error (one readable line) before alembic wraps it.
+    psycopg.connect(url, connect_timeout=10).close()
     command.upgrade(_config(url), "heads")  # type: ignore[arg-type]
 
 
