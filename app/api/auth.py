@@ -24,7 +24,7 @@ def get_resources(request: Request) -> Resources:
     return resources
 
 
-BEARER_SECURITY = [{"HTTPBearer": []}]
+BEARER_SECURITY: list[dict[str, list[str]]] = [{"HTTPBearer": []}]
 
 
 async def authorize(request: Request, scope: Scope) -> None:
