@@ -22,6 +22,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_ready(server: subprocess.Popen[str], base: str) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        assert server.poll() is None, server.stdout.read() if server.stdout else ""
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server did not become ready"
+        time.sleep(0.2)
+
+
 def test_serve_on_the_embedded_database(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TLSRPT_")}
     env["TLSRPT_DATA_DIR"] = str(tmp_path / "data")
@@ -36,16 +49,7 @@ def test_serve_on_the_embedded_database(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        wait_ready(server, base)
         created = subprocess.run(
             [
                 sys.executable,
@@ -117,16 +121,7 @@ def test_serve_with_two_worker_processes(database_url: str) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        wait_ready(server, base)
         item = {
             "policy": {"policy-type": "no-policy-found", "policy-domain": "example.org"},
             "result-type": "success",
