@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from app.config import Settings
 from app.db.pool import Pool
 from app.dns.resolver import DnsResolver, TxtResolver
+from app.inbound.group_commit import ReportCommitter
 from app.ingest.group_commit import GroupCommitter
 from app.tokens.service import Authenticator
 
@@ -34,6 +35,7 @@ class Resources:
     expected_heads: frozenset[str] = frozenset()
     authenticator: Authenticator = field(init=False)
     committer: GroupCommitter = field(init=False)
+    inbound_committer: ReportCommitter = field(init=False)
     # DNS for `_smtp._tls` lookups; None builds the real one from settings.dns. Tests pass
     # a fake resolver.
     resolver: TxtResolver = None  # type: ignore[assignment]
@@ -44,6 +46,7 @@ class Resources:
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.pool)
         self.committer = GroupCommitter(self.pool)
+        self.inbound_committer = ReportCommitter(self.pool)
         if self.resolver is None:
             self.resolver = DnsResolver(self.settings.dns)
 
@@ -51,6 +54,7 @@ class Resources:
         if self.senders is not None:
             await self.senders.aclose()
         await self.committer.close()
+        await self.inbound_committer.close()
         await self.pool.close()
 
 

@@ -7,7 +7,8 @@ where a fresh database is created and dropped afterwards; else the embedded one 
 temporary directory), creates an `inbound` token, then sends every report once as
 `application/tlsrpt+gzip` over keep-alive connections. Each report has its own
 report-id, 50 policies and failure details on a tenth of them. Prints reports/s, latency,
-the server's CPU and peak RSS (VmHWM), and checks the database holds every report.
+the server's CPU and peak RSS (VmHWM), the CPU of the server's database backends (WAL
+writer and checkpointer not included), and checks the database holds every report.
 """
 
 from __future__ import annotations
@@ -132,6 +133,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def backend_cpu(url: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected to the database of `url` (the
+    server's pool; a backend started later counts from zero)."""
+    with psycopg.connect(url) as conn:
+        pids = [pid for (pid,) in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()").fetchall()]  # fmt: skip
+    found = {}
+    for pid in pids:
+        try:
+            found[pid] = cpu_seconds(pid)
+        except OSError:  # ended meanwhile, or another host's server
+            pass
+    return found
+
+
 def with_database(url: str, name: str) -> str:
     info = psycopg.conninfo.conninfo_to_dict(url)
     info["dbname"] = name
@@ -192,11 +209,14 @@ def main() -> int:
                 time.sleep(0.2)
         path = f"/v1/tlsrpt/{token}"
         requests = [request(port, path, body) for body in bodies]
+        db_before = backend_cpu(env["TLSRPT_DATABASE_URL"])
         cpu_before = cpu_seconds(server.pid)
         started = time.perf_counter()
         latencies, statuses = asyncio.run(send_all(port, requests, args.clients))
         took = time.perf_counter() - started
         cpu = cpu_seconds(server.pid) - cpu_before
+        db_after = backend_cpu(env["TLSRPT_DATABASE_URL"])
+        db_cpu = sum(t - db_before.get(pid, 0.0) for pid, t in db_after.items())
         latencies.sort()
 
         def p(q: float) -> float:
@@ -207,7 +227,9 @@ def main() -> int:
               f"p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms, statuses {statuses}")  # fmt: skip
         per_report = cpu * 1000 / len(latencies)
         print(f"server CPU {cpu / took:.2f} cores, {per_report:.2f} ms per report; "
-              f"peak RSS {peak_rss_mb(server.pid):.0f} MB")  # fmt: skip
+              f"peak RSS {peak_rss_mb(server.pid):.0f} MB; database backends CPU "
+              f"{db_cpu / took:.2f} cores, "
+              f"{db_cpu * 1000 / len(latencies):.2f} ms per report")  # fmt: skip
         with psycopg.connect(env["TLSRPT_DATABASE_URL"]) as conn:
             reports, policies = conn.execute(
                 "SELECT count(*), coalesce(sum(policy_count), 0) FROM inbound_reports"

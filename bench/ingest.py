@@ -29,7 +29,7 @@ import psutil
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import Stats, encode_post, run_clients  # noqa: E402
+from loadgen import Stats, encode_post, run_clients
 
 ROOT = Path(__file__).resolve().parents[1]
 FAILURES = [
@@ -77,12 +77,24 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True)
         self.proc = psutil.Process(pid)
         self.peak = 0
+        self.peak_one = 0
         self.stop = threading.Event()
+
+    def cpu(self) -> float:
+        """CPU seconds of the server and its worker processes."""
+        total = 0.0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            t = p.cpu_times()
+            total += t.user + t.system
+        return total
 
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
+                procs = [self.proc, *self.proc.children(recursive=True)]
+                rss = [p.memory_info().rss for p in procs]
+                self.peak = max(self.peak, sum(rss))
+                self.peak_one = max(self.peak_one, max(rss))
             except psutil.Error:
                 return
             time.sleep(0.2)
@@ -130,6 +142,7 @@ def main() -> int:
     parser.add_argument("--single-seconds", type=float, default=30)
     parser.add_argument("--batch-clients", type=int, default=4)
     parser.add_argument("--single-clients", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1, help="tlsrpt serve --workers")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="tlsrpt-bench-"))
@@ -142,7 +155,9 @@ def main() -> int:
     )
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port)], cwd=ROOT, env=env
+        [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(args.workers)],
+        cwd=ROOT,
+        env=env,
     )
     try:
         deadline = time.monotonic() + 60
@@ -187,7 +202,7 @@ def main() -> int:
         rng = random.Random(8460)
         print(f"server pid {server.pid}, day {datetime.now(UTC).date()}")
 
-        cpu0 = rss.proc.cpu_times()
+        cpu0 = rss.cpu()
         stats, sent_a, took = asyncio.run(
             phase(port, token, args.batch_clients, args.batch_seconds, 1000, rng)
         )
@@ -197,10 +212,10 @@ def main() -> int:
             f"p50 {stats.p(0.5) * 1000:.1f} ms, p99 {stats.p(0.99) * 1000:.1f} ms)"
         )
 
-        cpu1 = rss.proc.cpu_times()
+        cpu1 = rss.cpu()
         print(
-            f"    server CPU {(cpu1.user + cpu1.system - cpu0.user - cpu0.system) / took:.2f} "
-            f"cores, {(cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1e6 / max(sent_a, 1):.1f} "
+            f"    server CPU {(cpu1 - cpu0) / took:.2f} "
+            f"cores, {(cpu1 - cpu0) * 1e6 / max(sent_a, 1):.1f} "
             "us per result"
         )
         stats, sent_b, took = asyncio.run(
@@ -211,16 +226,19 @@ def main() -> int:
             f"requests/s, p50 {stats.p(0.5) * 1000:.1f} ms, p99 {stats.p(0.99) * 1000:.1f} ms, "
             f"{stats.failed} failed {stats.statuses}"
         )
-        cpu2 = rss.proc.cpu_times()
+        cpu2 = rss.cpu()
         print(
-            f"    server CPU {(cpu2.user + cpu2.system - cpu1.user - cpu1.system) / took:.2f} "
-            f"cores, {(cpu2.user + cpu2.system - cpu1.user - cpu1.system) * 1e6 / max(stats.ok, 1):.0f} "
+            f"    server CPU {(cpu2 - cpu1) / took:.2f} "
+            f"cores, {(cpu2 - cpu1) * 1e6 / max(stats.ok, 1):.0f} "
             "us per request"
         )
         rss.stop.set()
         stored = db_total(url) - before
         sent = sent_a + sent_b
-        print(f"server peak RSS {rss.peak / 2**20:.0f} MB")
+        print(
+            f"server peak RSS {rss.peak / 2**20:.0f} MB in all, "
+            f"{rss.peak_one / 2**20:.0f} MB the largest process"
+        )
         print(
             f"acknowledged {sent:,} sessions, database holds {stored:,}: "
             f"{'exact' if stored == sent else 'MISMATCH'}"

@@ -3,8 +3,9 @@
 Every way in (HTTPS POST, a whole mail over HTTP, LMTP) ends in `_store`: the report is
 read and validated before any I/O, the DKIM keys of a mail are fetched before the
 transaction opens, and the report with its policies and failure details is written in
-one statement. The same (organization, report-id) received again, by any route, is
-acknowledged as a duplicate and stored once (RFC 8460 gives no other identity).
+one statement, with the other reports that arrive meanwhile (group commit). The same
+(organization, report-id) received again, by any route, is acknowledged as a duplicate
+and stored once (RFC 8460 gives no other identity).
 """
 
 from __future__ import annotations
@@ -102,8 +103,10 @@ async def _store(
 ) -> Receipt:
     row = _report_row(report, data, via, found, dkim)
     policies, failures = _policy_rows(report)
-    async with resources.pool.connection() as conn:
-        report_pk, inserted = await store.insert_report(conn, row, policies, failures)
+    # Committed with whatever other reports arrive meanwhile (one transaction for all).
+    report_pk, inserted = await resources.inbound_committer.insert(
+        store.NewReport(row, policies, failures)
+    )
     log.info(
         "inbound_report_received",
         extra={

@@ -1,12 +1,14 @@
-"""SQL for received reports (inbound_reports, inbound_policies, inbound_failures).
+"""SQL for received reports (inbound_reports; the views inbound_policies, inbound_failures).
 
-A report is written in one statement: the report row (its unique key settles
-duplicates) and, when it is new, all its policies and failure details as multi-row
-inserts from JSON record sets. Summaries aggregate in SQL.
+Reports are written many at a time, in one statement; a report is one row, its policies
+and failure details JSON record sets on it, and its unique key settles duplicates.
+Summaries aggregate in SQL, finding a domain's reports by the GIN index on their policy
+domains.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -34,77 +36,91 @@ def _jsonb(value: object) -> Jsonb:
     return Jsonb(value, dumps=orjson.dumps)
 
 
-async def insert_report(
-    conn: Conn,
-    report: dict[str, Any],
-    policies: list[dict[str, Any]],
-    failures: list[dict[str, Any]],
-) -> tuple[int, bool]:
-    """Store a report with its policies and failure details, in one statement.
+@dataclass(frozen=True, slots=True)
+class NewReport:
+    """A report's row (the columns of inbound_reports), its policy and failure rows, and
+    how many copies of it arrived together (counted in times_received)."""
 
-    On an (organization, report-id) conflict only the resend is counted. Returns the
-    row id and whether this call inserted it. One statement is one round trip and
-    atomic on its own; the failure rows' foreign keys are checked at its end, after the
-    sibling policy rows exist.
+    row: dict[str, Any]
+    policies: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+    copies: int = 1
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.row["organization_name"], self.row["report_id"]
+
+
+# The report columns passed as one array each (binary: text arrays of bytea or JSON are
+# slow to build), in the order of `_INSERT_REPORTS`.
+_REPORT_COLUMNS = (
+    "organization_name", "report_id", "contact_info", "start_at", "end_at", "day",
+    "policy_count", "success_count", "failure_count", "has_failures", "received_via",
+    "report_json", "mail_from", "mail_subject", "mail_message_id", "mail_report_domain",
+    "mail_submitter", "mail_filename", "dkim_verdict", "dkim_domain", "dkim_reason",
+)  # fmt: skip
+
+_INSERT_REPORTS = """
+    INSERT INTO inbound_reports AS r (organization_name, report_id, contact_info, start_at,
+        end_at, day, policy_domains, policy_count, success_count, failure_count,
+        has_failures, policies, failures, received_via, report_json, extra, mail_from,
+        mail_subject, mail_message_id, mail_report_domain, mail_submitter, mail_filename,
+        dkim_verdict, dkim_domain, dkim_reason, times_received)
+    SELECT organization_name, report_id, contact_info, start_at, end_at, day,
+        ARRAY(SELECT DISTINCT y.policy_domain
+            FROM jsonb_to_recordset(d -> 'policies') AS y(policy_domain text) ORDER BY 1),
+        policy_count, success_count, failure_count, has_failures, d -> 'policies',
+        d -> 'failures', received_via, report_json, d -> 'extra', mail_from, mail_subject,
+        mail_message_id, mail_report_domain, mail_submitter, mail_filename, dkim_verdict,
+        dkim_domain, dkim_reason, copies
+    FROM (
+        SELECT u.*, %(details)s::jsonb -> (u.n::integer - 1) AS d
+        FROM unnest(%(organization_name)b::text[], %(report_id)b::text[],
+            %(contact_info)b::text[], %(start_at)b::timestamptz[], %(end_at)b::timestamptz[],
+            %(day)b::date[], %(policy_count)b::integer[], %(success_count)b::numeric[],
+            %(failure_count)b::numeric[], %(has_failures)b::boolean[],
+            %(received_via)b::text[], %(report_json)b::bytea[], %(mail_from)b::text[],
+            %(mail_subject)b::text[], %(mail_message_id)b::text[],
+            %(mail_report_domain)b::text[], %(mail_submitter)b::text[],
+            %(mail_filename)b::text[], %(dkim_verdict)b::text[], %(dkim_domain)b::text[],
+            %(dkim_reason)b::text[], %(copies)b::integer[])
+        WITH ORDINALITY AS u(organization_name, report_id, contact_info, start_at, end_at,
+            day, policy_count, success_count, failure_count, has_failures, received_via,
+            report_json, mail_from, mail_subject, mail_message_id, mail_report_domain,
+            mail_submitter, mail_filename, dkim_verdict, dkim_domain, dkim_reason, copies,
+            n)
+    ) AS x
+    -- One key order for every writer: concurrent groups never deadlock.
+    ORDER BY organization_name, report_id
+    ON CONFLICT (organization_name, report_id) DO UPDATE SET
+        times_received = r.times_received + EXCLUDED.times_received,
+        last_received_at = now()
+    RETURNING organization_name, report_id, id, (xmax = 0) AS inserted
+"""
+
+
+async def insert_reports(conn: Conn, reports: Sequence[NewReport]) -> list[tuple[int, bool]]:
+    """Store reports with their policies and failure details, in one statement.
+
+    Keys (organization, report-id) must be distinct. A report whose key is already
+    stored only counts its copies as resends. Returns, in the order given, each row id
+    and whether this call inserted it.
     """
-    params = dict(
-        report,
-        extra=_jsonb(report["extra"]) if report["extra"] else None,
-        policies=_jsonb(policies),
-        failures=_jsonb(failures),
-    )
-    cur = await conn.execute(
-        """
-        WITH r AS (
-            INSERT INTO inbound_reports AS r (organization_name, report_id, contact_info,
-                start_at, end_at, day, policy_domains, policy_count, success_count,
-                failure_count, has_failures, received_via, report_json, extra, mail_from,
-                mail_subject, mail_message_id, mail_report_domain, mail_submitter,
-                mail_filename, dkim_verdict, dkim_domain, dkim_reason)
-            VALUES (%(organization_name)s, %(report_id)s, %(contact_info)s, %(start_at)s,
-                %(end_at)s, %(day)s,
-                ARRAY(SELECT DISTINCT x.policy_domain
-                    FROM jsonb_to_recordset(%(policies)s) AS x(policy_domain text) ORDER BY 1),
-                %(policy_count)s,
-                %(success_count)s, %(failure_count)s, %(has_failures)s, %(received_via)s,
-                %(report_json)s, %(extra)s, %(mail_from)s, %(mail_subject)s,
-                %(mail_message_id)s, %(mail_report_domain)s, %(mail_submitter)s,
-                %(mail_filename)s, %(dkim_verdict)s, %(dkim_domain)s, %(dkim_reason)s)
-            ON CONFLICT (organization_name, report_id) DO UPDATE SET
-                times_received = r.times_received + 1, last_received_at = now()
-            RETURNING id, (xmax = 0) AS inserted
-        ), p AS (
-            INSERT INTO inbound_policies (report_pk, position, policy_type, policy_domain,
-                policy_string, mx_host, success_count, failure_count, extra)
-            SELECT r.id, x.position, x.policy_type, x.policy_domain, x.policy_string,
-                x.mx_host, x.success_count, x.failure_count, x.extra
-            FROM r, jsonb_to_recordset(%(policies)s) AS x(position integer,
-                policy_type text, policy_domain text, policy_string text[], mx_host text[],
-                success_count bigint, failure_count bigint, extra jsonb)
-            WHERE r.inserted
-        ), f AS (
-            INSERT INTO inbound_failures (report_pk, policy_position, position,
-                result_type, sending_mta_ip, receiving_mx_hostname, receiving_mx_helo,
-                receiving_ip, additional_information, failure_reason_code,
-                failed_session_count, extra)
-            SELECT r.id, x.policy_position, x.position, x.result_type, x.sending_mta_ip,
-                x.receiving_mx_hostname, x.receiving_mx_helo, x.receiving_ip,
-                x.additional_information, x.failure_reason_code, x.failed_session_count,
-                x.extra
-            FROM r, jsonb_to_recordset(%(failures)s) AS x(policy_position integer,
-                position integer, result_type text, sending_mta_ip inet,
-                receiving_mx_hostname text, receiving_mx_helo text, receiving_ip inet,
-                additional_information text, failure_reason_code text,
-                failed_session_count bigint, extra jsonb)
-            WHERE r.inserted
-        )
-        SELECT id, inserted FROM r
-        """,
-        params,
-    )
-    found = await cur.fetchone()
-    assert found is not None
-    return int(found[0]), bool(found[1])  # type: ignore[call-overload]
+    params: dict[str, Any] = {name: [r.row[name] for r in reports] for name in _REPORT_COLUMNS}
+    params["copies"] = [r.copies for r in reports]
+    # One JSON document for what is not a column: per report, its policy and failure
+    # rows as record sets and its unknown keys (arrays of JSON cost far more to send).
+    params["details"] = _jsonb([_details(r) for r in reports])
+    cur = await conn.execute(_INSERT_REPORTS, params)
+    found = {(o, i): (int(pk), bool(new)) for o, i, pk, new in await cur.fetchall()}  # type: ignore[call-overload]
+    return [found[r.key] for r in reports]
+
+
+def _details(report: NewReport) -> dict[str, Any]:
+    details: dict[str, Any] = {"policies": report.policies, "failures": report.failures}
+    if report.row["extra"]:
+        details["extra"] = report.row["extra"]
+    return details
 
 
 async def list_reports(conn: Conn, where: ReportFilter) -> list[dict[str, Any]]:
@@ -118,8 +134,7 @@ async def list_reports(conn: Conn, where: ReportFilter) -> list[dict[str, Any]]:
                 mail_subject, mail_message_id, mail_report_domain, mail_submitter,
                 mail_filename, dkim_verdict, dkim_domain, dkim_reason
             FROM inbound_reports
-            WHERE (%(domain)s::text IS NULL OR id IN (
-                    SELECT report_pk FROM inbound_policies WHERE policy_domain = %(domain)s))
+            WHERE (%(domain)s::text IS NULL OR policy_domains @> ARRAY[%(domain)s::text])
               AND (%(organization)s::text IS NULL OR organization_name = %(organization)s)
               AND (%(from_day)s::date IS NULL OR day >= %(from_day)s)
               AND (%(to_day)s::date IS NULL OR day <= %(to_day)s)
@@ -167,8 +182,10 @@ async def list_summary_sessions(
         """
         SELECT r.day, r.organization_name, count(DISTINCT r.id), sum(p.success_count),
             sum(p.failure_count)
-        FROM inbound_policies p JOIN inbound_reports r ON r.id = p.report_pk
-        WHERE p.policy_domain = %(domain)s AND r.day BETWEEN %(from_day)s AND %(to_day)s
+        FROM inbound_reports r, jsonb_to_recordset(r.policies) AS p(policy_domain text,
+            success_count bigint, failure_count bigint)
+        WHERE r.policy_domains @> ARRAY[%(domain)s::text] AND p.policy_domain = %(domain)s
+          AND r.day BETWEEN %(from_day)s AND %(to_day)s
         GROUP BY r.day, r.organization_name
         ORDER BY r.day, r.organization_name
         """,
@@ -186,10 +203,14 @@ async def list_summary_failures(
         SELECT r.day, r.organization_name, f.result_type, f.receiving_mx_hostname,
             host(f.receiving_ip), host(f.sending_mta_ip),
             sum(f.failed_session_count)
-        FROM inbound_failures f
-        JOIN inbound_policies p ON p.report_pk = f.report_pk AND p.position = f.policy_position
-        JOIN inbound_reports r ON r.id = f.report_pk
-        WHERE p.policy_domain = %(domain)s AND r.day BETWEEN %(from_day)s AND %(to_day)s
+        FROM inbound_reports r
+        CROSS JOIN LATERAL jsonb_to_recordset(r.policies) AS p(position integer,
+            policy_domain text)
+        JOIN LATERAL jsonb_to_recordset(r.failures) AS f(policy_position integer,
+            result_type text, sending_mta_ip inet, receiving_mx_hostname text,
+            receiving_ip inet, failed_session_count bigint) ON f.policy_position = p.position
+        WHERE r.policy_domains @> ARRAY[%(domain)s::text] AND p.policy_domain = %(domain)s
+          AND r.day BETWEEN %(from_day)s AND %(to_day)s
         GROUP BY 1, 2, 3, 4, 5, 6
         ORDER BY 1, 2, 3, 4 NULLS LAST, 5 NULLS LAST, 6 NULLS LAST
         """,

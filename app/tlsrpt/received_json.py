@@ -47,6 +47,8 @@ _DETAIL_STRINGS = (
     "sending-mta-ip", "receiving-mx-hostname", "receiving-mx-helo", "receiving-ip",
     "additional-information", "failure-reason-code",
 )  # fmt: skip
+# (wire name, ReceivedFailure field)
+_DETAIL_FIELDS = tuple((key, key.replace("-", "_")) for key in _DETAIL_STRINGS)
 _DETAIL_IPS = frozenset({"sending-mta-ip", "receiving-ip"})
 _POLICY_TYPES = {t.value: t for t in PolicyType}
 _REPORT_KEYS = frozenset(
@@ -260,14 +262,14 @@ class _Reader:
         result_type = self.required_text(item, "result-type", where, 128)
         count = self.count(item, "failed-session-count", where)
         values: dict[str, str | None] = {}
-        for key in _DETAIL_STRINGS:
+        for key, name in _DETAIL_FIELDS:
             value = self.optional_text(item, key, where)
             if value is not None and key in _DETAIL_IPS:
                 try:
                     value = _ip(value)
                 except ValueError:
                     self.fail(f"{where}.{key}", f"'{display(value, 64)}' is not an IP address")
-            values[key.replace("-", "_")] = value
+            values[name] = value
         if result_type is None or count is None:
             return None
         extra = self.unknown_keys(item, _DETAIL_KEYS, where, "")
@@ -279,9 +281,9 @@ class _Reader:
         self, doc: dict[str, Any], known: frozenset[str], path: str, prefix: str
     ) -> dict[str, Any]:
         """Unknown keys of `doc`, kept verbatim (as `prefix` + key) when not too deep."""
-        unknown = doc.keys() - known
-        if not unknown:
+        if known.issuperset(doc):  # the common case, without building a set
             return {}
+        unknown = doc.keys() - known
         kept = {}
         for key in sorted(unknown):
             if _depth(doc[key]) > MAX_DEPTH:
@@ -333,8 +335,14 @@ class _Reader:
         if not isinstance(items, list):
             self.fail(_join(path, key), "must be an array of strings")
             return []
-        if all(isinstance(item, str) and len(item) <= MAX_VALUE_CHARS for item in items):
-            return [text for text in (item.strip() for item in items) if text]
+        texts = []
+        for item in items:
+            if not isinstance(item, str) or len(item) > MAX_VALUE_CHARS:
+                break
+            if text := item.strip():
+                texts.append(text)
+        else:
+            return texts
         for index, item in enumerate(items):
             if not isinstance(item, str):
                 self.fail(f"{_join(path, key)}[{index}]", "must be a string")
@@ -371,6 +379,8 @@ class _Reader:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Reports repeat the same few MX hosts: read each once.
+@functools.lru_cache(maxsize=65536)
 def _mx_pattern(text: str) -> str:
     # `mx-host` only informs the reader: a pattern that is not a valid one is kept as
     # written (lower-cased) rather than refusing the sender's whole report.
