@@ -4,14 +4,18 @@ a token from the CLI, a result posted over HTTP and read back."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,9 +39,21 @@ def wait_ready(server: subprocess.Popen[str], base: str) -> None:
         time.sleep(0.2)
 
 
-def test_serve_on_the_embedded_database(tmp_path: Path) -> None:
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data directory outside pytest's tmp tree: pgserver (as root) hands it to its own
+    unprivileged user and opens up its parents, which pytest's 0700 tree and its
+    clean-up of older runs' directories do not expect."""
+    path = Path(tempfile.mkdtemp(prefix="tlsrpt-e2e-"))
+    try:
+        yield path / "data"
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_serve_on_the_embedded_database(data_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TLSRPT_")}
-    env["TLSRPT_DATA_DIR"] = str(tmp_path / "data")
+    env["TLSRPT_DATA_DIR"] = str(data_dir)
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--port", str(port)],
@@ -92,7 +108,7 @@ def test_serve_on_the_embedded_database(tmp_path: Path) -> None:
         output, _ = server.communicate(timeout=30)
     assert server.returncode == 0, output
     # The embedded server stopped with the service: no postgres left on that data dir.
-    pid_file = tmp_path / "data" / "pgdata" / "postmaster.pid"
+    pid_file = data_dir / "pgdata" / "postmaster.pid"
     assert not pid_file.exists(), output
 
 
