@@ -26,6 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.tlsrpt.report import submitter_domain
+
 
 def default_data_dir() -> Path:
     """Where the embedded database lives when `TLSRPT_DATA_DIR` is unset."""
@@ -63,6 +65,17 @@ class RetentionSettings(BaseModel):
     reports_days: int = Field(default=30, ge=1)
 
 
+def split_nameserver(entry: str) -> tuple[str, str]:
+    """`IP`, `IP:PORT` or `[IPv6]:PORT` to (host, port text); port "" when absent."""
+    if entry.startswith("["):
+        host, _, port = entry[1:].partition("]")
+        return host, port.removeprefix(":")
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, port
+    return entry, ""
+
+
 class DnsSettings(BaseModel):
     # Empty: the system resolver (/etc/resolv.conf). Entries are `IP` or `IP:PORT`
     # (`[v6]:PORT` for IPv6 with a port).
@@ -77,14 +90,7 @@ class DnsSettings(BaseModel):
     @classmethod
     def _check_nameservers(cls, value: list[str]) -> list[str]:
         for entry in value:
-            host = entry
-            if entry.startswith("["):
-                host, _, port = entry[1:].partition("]")
-                port = port.removeprefix(":")
-            elif entry.count(":") == 1:
-                host, _, port = entry.partition(":")
-            else:
-                port = ""
+            host, port = split_nameserver(entry)
             try:
                 ipaddress.ip_address(host)
             except ValueError:
@@ -99,6 +105,10 @@ class ReportSettings(BaseModel):
     # An email address or a URI, RFC 8460 §4.4 `contact-info`; its domain is the submitter.
     contact_info: str = "tlsrpt-noreply@localhost"
     send_success_only_days: bool = True
+    # A temporary DNS failure (SERVFAIL, timeout) of `_smtp._tls.<domain>` is retried with
+    # doubling delays from this one, for up to dns_retry_max_hours, then given up.
+    dns_retry_initial_seconds: float = Field(default=300.0, gt=0)
+    dns_retry_max_hours: float = Field(default=24.0, gt=0)
 
     @field_validator("contact_info")
     @classmethod
@@ -109,10 +119,16 @@ class ReportSettings(BaseModel):
             local, _, domain = addr.rpartition("@")
             if not local or not domain or ("." not in domain and domain != "localhost"):
                 raise ValueError(f"{value!r} is not an email address")
-            return addr
-        parts = urlsplit(value)
-        if not parts.scheme or not (parts.netloc or parts.path):
-            raise ValueError(f"{value!r} is neither an email address nor a URI")
+            value = addr
+        else:
+            parts = urlsplit(value)
+            if not parts.scheme or not (parts.netloc or parts.path):
+                raise ValueError(f"{value!r} is neither an email address nor a URI")
+        try:
+            # The report submitter (RFC 8460 §5.1, §5.3) is the domain of contact-info.
+            submitter_domain(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} names no usable submitter domain: {exc}") from None
         return value
 
 
@@ -163,6 +179,12 @@ class DeliverySettings(BaseModel):
     retry_max_hours: float = Field(default=24.0, gt=0)
     lease_seconds: int = Field(default=300, ge=5)
     concurrency: int = Field(default=32, ge=1)
+    # Deliveries claimed per round of the delivery loop.
+    batch_size: int = Field(default=200, ge=1)
+    # DKIM signing (dkimpy, its RSA done by OpenSSL: ~2 ms a mail) runs in this many worker
+    # processes; 0 signs in the service process. 1 takes ~2 ms of CPU a mail off the
+    # delivery loop at a small per-mail hand-over cost; more rarely pays on two cores.
+    signing_processes: int = Field(default=0, ge=0)
 
 
 class SchedulerSettings(BaseModel):
@@ -171,6 +193,11 @@ class SchedulerSettings(BaseModel):
     # Deliveries of a day are spread over this window after closing (RFC 8460 §4.1).
     send_window_seconds: int = Field(default=4 * 3600, ge=0)
     poll_seconds: float = Field(default=30.0, gt=0)
+    # A day's build not finished within this long is taken over by another instance.
+    job_lease_seconds: int = Field(default=1800, ge=10)
+    # On SIGTERM/SIGINT, sends in flight get this long to finish; the rest are picked up
+    # again after their lease expires.
+    stop_timeout_seconds: float = Field(default=20.0, ge=0)
 
 
 class InboundSettings(BaseModel):

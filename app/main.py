@@ -18,7 +18,16 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic.json_schema import models_json_schema
 
-from app.api import days, health, ingest, tallies
+from app.api import (
+    days,
+    deliveries,
+    health,
+    inbound,
+    ingest,
+    reports,
+    suppressions,
+    tallies,
+)
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
 from app.config import Settings
@@ -91,6 +100,10 @@ def create_app(
     app.include_router(ingest.router)
     app.include_router(tallies.router)
     app.include_router(days.router)
+    app.include_router(reports.router)
+    app.include_router(deliveries.router)
+    app.include_router(suppressions.router)
+    app.include_router(inbound.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def _metrics() -> Response:

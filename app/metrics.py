@@ -20,3 +20,20 @@ HTTP_LATENCY = Histogram(
 INGEST_RESULTS = Counter("tlsrpt_ingest_results_total", "Results (batch items) stored")
 INGEST_SESSIONS = Counter("tlsrpt_ingest_sessions_total", "Sessions counted (sum of count)")
 INGEST_REJECTED = Counter("tlsrpt_ingest_rejected_batches_total", "Batches refused", ["reason"])
+
+# Delivery (RFC 8460 §5): one count per delivery (a report to one rua).
+DELIVERIES_SENT = Counter("tlsrpt_deliveries_sent_total", "Reports handed over", ["kind"])
+DELIVERIES_FAILED = Counter(
+    "tlsrpt_deliveries_failed_total", "Deliveries given up (permanent or 24 h)", ["kind"]
+)
+DELIVERIES_RETRIED = Counter(
+    "tlsrpt_deliveries_retried_total", "Temporary failures scheduled again", ["kind"]
+)
+DELIVERIES_SUPPRESSED = Counter(
+    "tlsrpt_deliveries_suppressed_total", "Deliveries not sent: rua on the suppression list"
+)
+DELIVERIES_NOT_SENT = Counter(
+    "tlsrpt_deliveries_not_sent_total",
+    "Deliveries not sent by configuration (no_dkim_key, disabled)",
+    ["state"],
+)

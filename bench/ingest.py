@@ -29,11 +29,16 @@ import psutil
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import Stats, encode_post, run_clients  # noqa: E402
+from loadgen import Stats, encode_post, run_clients
 
 ROOT = Path(__file__).resolve().parents[1]
-FAILURES = ["certificate-expired", "starttls-not-supported", "sts-policy-invalid",
-            "certificate-host-mismatch", "validation-failure"]
+FAILURES = [
+    "certificate-expired",
+    "starttls-not-supported",
+    "sts-policy-invalid",
+    "certificate-host-mismatch",
+    "validation-failure",
+]
 
 
 def free_port() -> int:
@@ -46,10 +51,17 @@ def make_result(rng: random.Random, domains: int) -> dict[str, object]:
     d = rng.randrange(domains)
     domain = f"d{d}.bench.example"
     item: dict[str, object] = {
-        "policy": {"policy-type": "sts", "policy-domain": domain,
-                   "policy-string": ["version: STSv1", "mode: enforce",
-                                     f"mx: mx.{domain}", "max_age: 86400"],
-                   "mx-host": [f"mx.{domain}"]},
+        "policy": {
+            "policy-type": "sts",
+            "policy-domain": domain,
+            "policy-string": [
+                "version: STSv1",
+                "mode: enforce",
+                f"mx: mx.{domain}",
+                "max_age: 86400",
+            ],
+            "mx-host": [f"mx.{domain}"],
+        },
         "result-type": "success",
     }
     if rng.random() < 0.05:
@@ -65,12 +77,24 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True)
         self.proc = psutil.Process(pid)
         self.peak = 0
+        self.peak_one = 0
         self.stop = threading.Event()
+
+    def cpu(self) -> float:
+        """CPU seconds of the server and its worker processes."""
+        total = 0.0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            t = p.cpu_times()
+            total += t.user + t.system
+        return total
 
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
+                procs = [self.proc, *self.proc.children(recursive=True)]
+                rss = [p.memory_info().rss for p in procs]
+                self.peak = max(self.peak, sum(rss))
+                self.peak_one = max(self.peak_one, max(rss))
             except psutil.Error:
                 return
             time.sleep(0.2)
@@ -84,8 +108,9 @@ def db_total(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-async def phase(port: int, token: str, clients: int, seconds: float, batch: int,
-                rng: random.Random) -> tuple[Stats, int, float]:
+async def phase(
+    port: int, token: str, clients: int, seconds: float, batch: int, rng: random.Random
+) -> tuple[Stats, int, float]:
     sent = 0
     pool_size = 64
     bodies = []
@@ -117,6 +142,7 @@ def main() -> int:
     parser.add_argument("--single-seconds", type=float, default=30)
     parser.add_argument("--batch-clients", type=int, default=4)
     parser.add_argument("--single-clients", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1, help="tlsrpt serve --workers")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="tlsrpt-bench-"))
@@ -124,11 +150,15 @@ def main() -> int:
     env.update({"TLSRPT_DATA_DIR": str(tmp), "TLSRPT_LOG_LEVEL": "WARNING"})
     if args.database_url:
         env["TLSRPT_DATABASE_URL"] = args.database_url
-    subprocess.run([sys.executable, "-m", "app", "migrate"], cwd=ROOT, env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "app", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)],
-                              cwd=ROOT, env=env)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(args.workers)],
+        cwd=ROOT,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -139,10 +169,28 @@ def main() -> int:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        token = subprocess.run(
-            [sys.executable, "-m", "app", "token", "create", "--scope", "ingest", "--name",
-             f"bench-{port}"], cwd=ROOT, env=env, check=True, capture_output=True, text=True,
-        ).stdout.strip().splitlines()[-1]
+        token = (
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "app",
+                    "token",
+                    "create",
+                    "--scope",
+                    "ingest",
+                    "--name",
+                    f"bench-{port}",
+                ],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         url = args.database_url
         if url is None:
             import pgserver
@@ -154,32 +202,47 @@ def main() -> int:
         rng = random.Random(8460)
         print(f"server pid {server.pid}, day {datetime.now(UTC).date()}")
 
-        cpu0 = rss.proc.cpu_times()
+        cpu0 = rss.cpu()
         stats, sent_a, took = asyncio.run(
-            phase(port, token, args.batch_clients, args.batch_seconds, 1000, rng))
-        print(f"(a) batches of 1000 over 1000 domains, {args.batch_clients} clients: "
-              f"{sent_a / took:,.0f} results/s ({stats.ok} batches ok, {stats.failed} failed, "
-              f"p50 {stats.p(0.5) * 1000:.1f} ms, p99 {stats.p(0.99) * 1000:.1f} ms)")
+            phase(port, token, args.batch_clients, args.batch_seconds, 1000, rng)
+        )
+        print(
+            f"(a) batches of 1000 over 1000 domains, {args.batch_clients} clients: "
+            f"{sent_a / took:,.0f} results/s ({stats.ok} batches ok, {stats.failed} failed, "
+            f"p50 {stats.p(0.5) * 1000:.1f} ms, p99 {stats.p(0.99) * 1000:.1f} ms)"
+        )
 
-        cpu1 = rss.proc.cpu_times()
-        print(f"    server CPU {(cpu1.user + cpu1.system - cpu0.user - cpu0.system) / took:.2f} "
-              f"cores, {(cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1e6 / max(sent_a, 1):.1f} "
-              "us per result")
+        cpu1 = rss.cpu()
+        print(
+            f"    server CPU {(cpu1 - cpu0) / took:.2f} "
+            f"cores, {(cpu1 - cpu0) * 1e6 / max(sent_a, 1):.1f} "
+            "us per result"
+        )
         stats, sent_b, took = asyncio.run(
-            phase(port, token, args.single_clients, args.single_seconds, 1, rng))
-        print(f"(b) single results, {args.single_clients} clients: {stats.ok / took:,.0f} "
-              f"requests/s, p50 {stats.p(0.5) * 1000:.1f} ms, p99 {stats.p(0.99) * 1000:.1f} ms, "
-              f"{stats.failed} failed {stats.statuses}")
-        cpu2 = rss.proc.cpu_times()
-        print(f"    server CPU {(cpu2.user + cpu2.system - cpu1.user - cpu1.system) / took:.2f} "
-              f"cores, {(cpu2.user + cpu2.system - cpu1.user - cpu1.system) * 1e6 / max(stats.ok, 1):.0f} "
-              "us per request")
+            phase(port, token, args.single_clients, args.single_seconds, 1, rng)
+        )
+        print(
+            f"(b) single results, {args.single_clients} clients: {stats.ok / took:,.0f} "
+            f"requests/s, p50 {stats.p(0.5) * 1000:.1f} ms, p99 {stats.p(0.99) * 1000:.1f} ms, "
+            f"{stats.failed} failed {stats.statuses}"
+        )
+        cpu2 = rss.cpu()
+        print(
+            f"    server CPU {(cpu2 - cpu1) / took:.2f} "
+            f"cores, {(cpu2 - cpu1) * 1e6 / max(stats.ok, 1):.0f} "
+            "us per request"
+        )
         rss.stop.set()
         stored = db_total(url) - before
         sent = sent_a + sent_b
-        print(f"server peak RSS {rss.peak / 2**20:.0f} MB")
-        print(f"acknowledged {sent:,} sessions, database holds {stored:,}: "
-              f"{'exact' if stored == sent else 'MISMATCH'}")
+        print(
+            f"server peak RSS {rss.peak / 2**20:.0f} MB in all, "
+            f"{rss.peak_one / 2**20:.0f} MB the largest process"
+        )
+        print(
+            f"acknowledged {sent:,} sessions, database holds {stored:,}: "
+            f"{'exact' if stored == sent else 'MISMATCH'}"
+        )
         return 0 if stored == sent else 1
     finally:
         server.send_signal(signal.SIGTERM)

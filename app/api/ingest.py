@@ -11,11 +11,11 @@ from datetime import UTC
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import TypeAdapter, ValidationError
 
 from app import metrics
-from app.api.auth import get_resources, require_scope
+from app.api.auth import BEARER_SECURITY, authorize, get_resources
 from app.api.body import read_body
 from app.api.errors import ApiError, responses, validation_details
 from app.api.ingest_schemas import PolicyIn, ResultIn, ResultsAccepted, ResultsIn
@@ -34,7 +34,7 @@ MAX_REPORTED_ERRORS = 100
 class _ResultFieldsIn(ResultIn):
     """ResultIn with `policy` left raw: it is validated through `_validated_policy`."""
 
-    policy: Any  # type: ignore[assignment]
+    policy: Any
 
 
 _fields = TypeAdapter(list[_ResultFieldsIn])
@@ -114,16 +114,17 @@ def invalid_items(details: list[dict[str, Any]], total: int) -> ApiError:
     "item is invalid, nothing is stored and the 422 names each bad item's index, field "
     "and reason. A 200 means the batch is committed. Results for a UTC day whose reports "
     "are already built get 409.",
-    dependencies=[Depends(require_scope(Scope.INGEST))],
     responses=responses(400, 401, 403, 409, 413, 422),
     openapi_extra={
+        "security": BEARER_SECURITY,
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ResultsIn"}}},
-        }
+        },
     },
 )
 async def post_results(request: Request) -> ResultsAccepted:
+    await authorize(request, Scope.INGEST)
     resources = get_resources(request)
     settings = resources.settings
     document = parse_json_object(await read_body(request, settings.ingest.max_body_bytes))

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
-from app.cli import admin, collect, serve, tokens
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from app.cli import admin, collect, delivery, inbound, reports, serve, tokens
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,12 +19,18 @@ def build_parser() -> argparse.ArgumentParser:
         "environment variables (see README).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, admin, tokens, collect):
+    for module in (serve, admin, tokens, reports, delivery, inbound, collect):
         module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        # An unreachable database is an operator's problem to fix, not a program error.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"tlsrpt: database unavailable: {reason}", file=sys.stderr)
+        return 1
     return result

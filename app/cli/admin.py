@@ -30,10 +30,12 @@ def migrate(args: argparse.Namespace) -> int:
 
 def openapi_text() -> str:
     """The spec as committed in openapi/openapi.json: built from the app, no database."""
+    from pydantic import SecretStr
+
     from app.config import Settings
     from app.main import create_app
 
-    app = create_app(Settings(database_url="postgresql://unused/"))
+    app = create_app(Settings(database_url=SecretStr("postgresql://unused/")))
     return json.dumps(app.openapi(), indent=2, sort_keys=False) + "\n"
 
 

@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
@@ -26,6 +26,9 @@ from app.collector.sinks import ApiSink, DatabaseSink, Sink, read_token_file
 from app.collector.spool import SpoolInUseError
 from app.config import Settings
 from app.resources import Resources, utc_now
+
+if TYPE_CHECKING:
+    from app.main import Hook
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +203,7 @@ def register_serve_options(p: argparse.ArgumentParser) -> None:
     _socket_permissions(p, "--libtlsrpt-socket-")
 
 
-def serve_hooks(args: argparse.Namespace, settings: Settings) -> list[Any]:
+def serve_hooks(args: argparse.Namespace, settings: Settings) -> list[Hook]:
     """Lifespan hooks for `create_app(on_start=...)`: the collector, into the database."""
     if args.libtlsrpt_socket is None:
         return []

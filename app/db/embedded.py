@@ -43,7 +43,9 @@ def start_embedded(data_dir: Path) -> EmbeddedDatabase:
         import pgserver
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
+        server = pgserver.get_server(  # type: ignore[attr-defined]
+            data_dir / "pgdata", cleanup_mode="stop"
+        )
     admin_url = server.get_uri("postgres")
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from psycopg import AsyncConnection, errors
 
@@ -36,8 +37,11 @@ def _config(url: str) -> object:
 
 def upgrade(url: str) -> None:
     """Apply all pending migrations (idempotent; safe to run from several instances)."""
+    import psycopg
     from alembic import command
 
+    # Fail with psycopg's own error (one readable line) before alembic wraps it.
+    psycopg.connect(url, connect_timeout=10).close()
     command.upgrade(_config(url), "heads")  # type: ignore[arg-type]
 
 
@@ -47,7 +51,7 @@ def expected_heads() -> frozenset[str]:
     return frozenset(ScriptDirectory.from_config(_config("")).get_heads())  # type: ignore[arg-type]
 
 
-async def current_heads(conn: AsyncConnection[tuple[object, ...]]) -> frozenset[str]:
+async def current_heads(conn: AsyncConnection[tuple[Any, ...]]) -> frozenset[str]:
     """The revisions the database is at; empty when it was never migrated."""
     try:
         async with conn.transaction():

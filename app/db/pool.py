@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from app.config import DatabaseSettings
 
-Pool = AsyncConnectionPool[AsyncConnection[tuple[object, ...]]]
+Pool = AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]]
 
 
 async def open_pool(url: str, settings: DatabaseSettings, *, wait: bool = True) -> Pool:

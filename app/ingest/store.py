@@ -6,7 +6,9 @@ concurrent batches lock rows in one global order and cannot deadlock.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import date
+from typing import Any
 
 import orjson
 from psycopg import AsyncConnection
@@ -21,7 +23,7 @@ from app.tlsrpt.model import (
 )
 from app.tlsrpt.tally import Tally
 
-Conn = AsyncConnection[tuple[object, ...]]
+Conn = AsyncConnection[tuple[Any, ...]]
 
 # Namespace of the per-day advisory locks (classid of the two-key form).
 DAY_LOCK_NAMESPACE = 84_600_001
@@ -57,7 +59,7 @@ async def list_closed_days(conn: Conn, days: list[date]) -> list[date]:
         """,
         {"days": days},
     )
-    return [row[0] for row in await cur.fetchall()]  # type: ignore[misc]
+    return [row[0] for row in await cur.fetchall()]
 
 
 async def upsert_day_closed(conn: Conn, day: date) -> bool:
@@ -188,7 +190,7 @@ async def upsert_counts(conn: Conn, tally: Tally) -> None:
         )
 
 
-def _jsonb(rows: list[dict[str, object]]) -> Jsonb:
+def _jsonb(rows: Sequence[Mapping[str, Any]]) -> Jsonb:
     return Jsonb(rows, dumps=lambda obj: orjson.dumps(obj).decode())
 
 
@@ -209,8 +211,8 @@ async def list_day_aggregates(
     )
     aggregates: dict[bytes, PolicyAggregate] = {}
     for key, ptype, domain, pstring, mx, ok, failed, trigger in await cur.fetchall():
-        policy = Policy(PolicyType(ptype), domain, tuple(pstring), tuple(mx))  # type: ignore[arg-type]
-        aggregates[key] = PolicyAggregate(policy, ok, failed, trigger, [])  # type: ignore[index, arg-type]
+        policy = Policy(PolicyType(ptype), domain, tuple(pstring), tuple(mx))
+        aggregates[key] = PolicyAggregate(policy, ok, failed, trigger, [])
     cur = await conn.execute(
         """
         SELECT f.policy_key, f.result_type, host(f.sending_mta_ip), f.receiving_mx_hostname,
@@ -225,8 +227,8 @@ async def list_day_aggregates(
         params,
     )
     for key, rtype, smta, mxname, helo, rip, info, code, n in await cur.fetchall():
-        detail = FailureDetail(ResultType(rtype), smta, mxname, helo, rip, info, code)  # type: ignore[arg-type]
-        aggregates[key].failure_details.append((detail, n))  # type: ignore[index, arg-type]
+        detail = FailureDetail(ResultType(rtype), smta, mxname, helo, rip, info, code)
+        aggregates[key].failure_details.append((detail, n))
     return list(aggregates.values())
 
 
@@ -235,7 +237,7 @@ async def list_day_domains(conn: Conn, day: date) -> list[str]:
         "SELECT DISTINCT policy_domain FROM policy_counts WHERE day = %(day)s ORDER BY 1",
         {"day": day},
     )
-    return [row[0] for row in await cur.fetchall()]  # type: ignore[misc]
+    return [row[0] for row in await cur.fetchall()]
 
 
 async def list_open_days_before(conn: Conn, day: date) -> list[date]:
@@ -248,7 +250,7 @@ async def list_open_days_before(conn: Conn, day: date) -> list[date]:
         """,
         {"day": day},
     )
-    return [row[0] for row in await cur.fetchall()]  # type: ignore[misc]
+    return [row[0] for row in await cur.fetchall()]
 
 
 async def delete_counts_before(conn: Conn, day: date) -> int:

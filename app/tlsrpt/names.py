@@ -52,8 +52,13 @@ def normalise_ip(value: str) -> str:
         address = ipaddress.ip_address(value.strip())
     except ValueError:
         raise ValueError(f"{value!r} is not an IP address") from None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        # A zone (`fe80::1%eth0`) means nothing beyond the sender's host, and
+        # PostgreSQL's inet refuses it.
+        if address.scope_id is not None:
+            raise ValueError(f"{value!r} has a zone index; not a global address")
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
     return str(address)
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from psycopg import AsyncConnection
 
-Conn = AsyncConnection[tuple[object, ...]]
+Conn = AsyncConnection[tuple[Any, ...]]
 
 
 async def insert_token(conn: Conn, *, name: str, scopes: list[str], token_hash: bytes) -> int:
@@ -20,7 +21,7 @@ async def insert_token(conn: Conn, *, name: str, scopes: list[str], token_hash: 
     )
     row = await cur.fetchone()
     assert row is not None
-    return int(row[0])  # type: ignore[call-overload]
+    return int(row[0])
 
 
 async def get_active_scopes(conn: Conn, token_hash: bytes) -> list[str] | None:
@@ -29,14 +30,14 @@ async def get_active_scopes(conn: Conn, token_hash: bytes) -> list[str] | None:
         {"h": token_hash},
     )
     row = await cur.fetchone()
-    return None if row is None else list(row[0])  # type: ignore[call-overload]
+    return None if row is None else list(row[0])
 
 
 async def list_tokens(conn: Conn) -> list[tuple[str, list[str], datetime, datetime | None]]:
     cur = await conn.execute(
         "SELECT name, scopes, created_at, revoked_at FROM api_tokens ORDER BY name, created_at"
     )
-    return [(r[0], list(r[1]), r[2], r[3]) for r in await cur.fetchall()]  # type: ignore[misc, call-overload]
+    return [(r[0], list(r[1]), r[2], r[3]) for r in await cur.fetchall()]
 
 
 async def mark_revoked(conn: Conn, name: str) -> int:

@@ -73,3 +73,10 @@ def test_export_openapi_writes_the_spec(tmp_path: Path) -> None:
     out = tmp_path / "openapi.json"
     assert tlsrpt("export-openapi", "-o", str(out)).returncode == 0
     assert (ROOT / "openapi" / "openapi.json").read_text() == out.read_text()
+
+
+def test_unreachable_database_is_one_line_not_a_traceback() -> None:
+    done = tlsrpt("migrate", env={"TLSRPT_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"})
+    assert done.returncode == 1
+    assert "tlsrpt: database unavailable:" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,51 @@
+"""When to try a failed delivery again: exponential backoff with jitter (RFC 8460 §5.5).
+
+RFC 8460 §5.5 asks for redelivery attempts for up to 24 hours after the first attempt.
+The n-th retry waits `initial * factor**(n-1)` seconds, stretched by up to a quarter by the
+injected jitter so that the reports of one day do not retry in lockstep. The last retry is
+moved up to the deadline; after the deadline the delivery has failed. Pure: no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from app.config import DeliverySettings
+
+# Largest extra share of a delay added by jitter; jitter() returns a value in [0, 1).
+JITTER_SHARE = 0.25
+
+
+def retry_deadline(first_attempt_at: datetime, settings: DeliverySettings) -> datetime:
+    """No attempt is made after this time (RFC 8460 §5.5: 24 hours by default)."""
+    return first_attempt_at + timedelta(hours=settings.retry_max_hours)
+
+
+def retry_delay(attempts: int, settings: DeliverySettings, jitter: float) -> timedelta:
+    """The wait after the `attempts`-th failed attempt (1 for the first failure)."""
+    exponent = max(attempts - 1, 0)
+    # Cap the exponent's effect at the whole window; larger values overflow floats.
+    window = settings.retry_max_hours * 3600.0
+    base = settings.retry_initial_seconds
+    for _ in range(exponent):
+        base *= settings.retry_factor
+        if base >= window:
+            base = window
+            break
+    return timedelta(seconds=base * (1.0 + JITTER_SHARE * jitter))
+
+
+def next_attempt_at(
+    *,
+    first_attempt_at: datetime,
+    failed_at: datetime,
+    attempts: int,
+    settings: DeliverySettings,
+    jitter: Callable[[], float],
+) -> datetime | None:
+    """When to try again after a temporary failure, or None: the delivery has failed."""
+    deadline = retry_deadline(first_attempt_at, settings)
+    if failed_at >= deadline:
+        return None
+    return min(failed_at + retry_delay(attempts, settings, jitter()), deadline)

@@ -1,0 +1,197 @@
+"""Delivery service: claim due deliveries, hand each report over, record the outcome.
+
+`deliver_due` first settles due rows that will not be attempted (sending switched off,
+mail without a DKIM key, suppressed rua), then claims due rows under a lease with
+`FOR UPDATE SKIP LOCKED` (several instances take disjoint rows; a dead instance's rows
+come back when its lease expires), and sends them with no transaction open, at most
+`delivery.concurrency` at once, claiming more as slots free up. Finished attempts are
+recorded together in one statement (each sets its delivery to 'sent', 'pending' again with
+a backoff per RFC 8460 §5.5, or 'failed'), as soon as the previous write is done. An
+attempt is cut off well before its lease ends, so no other instance can take over a
+delivery that is still being sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from datetime import date, datetime
+
+from app import metrics
+from app.delivery import store
+from app.delivery.attempt import Outcome, attempt
+from app.delivery.senders import Senders, open_senders
+from app.dns.resolver import DnsResolver
+from app.resources import Resources, utc_now
+
+log = logging.getLogger(__name__)
+
+
+def comparison_time(resources: Resources) -> datetime | None:
+    """The time for due/lease comparisons: None (the database's clock) unless injected."""
+    return None if resources.clock is utc_now else resources.clock()
+
+
+def senders_of(resources: Resources) -> Senders:
+    """The process's senders, opened on first use."""
+    if resources.senders is None:
+        # rua hosts are resolved by the service's own resolver (SPEC §5).
+        resolver = resources.resolver
+        if not isinstance(resolver, DnsResolver):
+            resolver = DnsResolver(resources.settings.dns)
+        resources.senders = open_senders(resources.settings, resolver)
+    return resources.senders
+
+
+async def deliver_due(
+    resources: Resources,
+    *,
+    owner: str,
+    limit: int,
+    day: date | None = None,
+    jitter: Callable[[], float] = random.random,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Attempt up to `limit` due deliveries (of `day` only, if given); returns attempts made.
+
+    Once `should_stop()` is true no more are claimed; those in flight are finished.
+    """
+    settings = resources.settings
+    senders = senders_of(resources)
+    now = comparison_time(resources)
+    async with resources.pool.connection() as conn, conn.transaction():
+        settled = await store.mark_due_deliveries_settled(
+            conn, now=now, sending=settings.send_reports, dkim=senders.dkim_key is not None
+        )
+    for state, count in settled.items():
+        if count:
+            if state == "suppressed":
+                metrics.DELIVERIES_SUPPRESSED.inc(count)
+            else:
+                metrics.DELIVERIES_NOT_SENT.labels(state).inc(count)
+            log.info("deliveries_settled", extra={"fields": {"state": state, "count": count}})
+    if not settings.send_reports:
+        return 0
+
+    in_flight: set[asyncio.Task[Outcome]] = set()
+    try:
+        return await _deliver_in_rounds(
+            resources, senders, owner, limit, day, jitter, should_stop, in_flight
+        )
+    finally:
+        # Cancelled (the process is stopping hard): stop the attempts too; their leases
+        # expire and another instance takes the deliveries over.
+        for task in in_flight:
+            task.cancel()
+
+
+async def _deliver_in_rounds(
+    resources: Resources,
+    senders: Senders,
+    owner: str,
+    limit: int,
+    day: date | None,
+    jitter: Callable[[], float],
+    should_stop: Callable[[], bool],
+    in_flight: set[asyncio.Task[Outcome]],
+) -> int:
+    """Keep up to `concurrency` attempts in flight; write finished outcomes in batches.
+
+    Whatever finished while the previous batch was being written is written next, in one
+    statement: under load the batches grow, when idle each outcome is written at once.
+    """
+    settings = resources.settings
+    concurrency = settings.delivery.concurrency
+    attempted = 0
+    exhausted = False
+    while True:
+        free = concurrency - len(in_flight)
+        wanted = min(free, settings.delivery.batch_size, limit - attempted)
+        if should_stop():
+            exhausted = True
+        # Claim when a quarter of the slots are free: fewer, larger claims.
+        if not exhausted and wanted > 0 and free >= max(1, concurrency // 4):
+            async with resources.pool.connection() as conn, conn.transaction():
+                claimed = await store.claim_due_deliveries(
+                    conn,
+                    owner=owner,
+                    now=comparison_time(resources),
+                    lease_seconds=settings.delivery.lease_seconds,
+                    limit=wanted,
+                    day=day,
+                )
+            exhausted = len(claimed) < wanted
+            attempted += len(claimed)
+            for delivery in claimed:
+                in_flight.add(asyncio.create_task(attempt(resources, senders, delivery, jitter)))
+        if not in_flight:
+            return attempted
+        done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        in_flight -= done
+        await _record(resources, owner, [task.result() for task in done])
+
+
+async def _record(resources: Resources, owner: str, outcomes: list[Outcome]) -> None:
+    async with resources.pool.connection() as conn, conn.transaction():
+        recorded = await store.mark_deliveries_attempted(
+            conn,
+            owner=owner,
+            now=comparison_time(resources),
+            outcomes=[
+                store.MarkRow(
+                    delivery_id=o.delivery.id,
+                    state=o.state,
+                    next_attempt_at=o.next_attempt_at,
+                    last_error=o.last_error,
+                    attempt=o.attempt,
+                )
+                for o in outcomes
+            ],
+        )
+    for outcome in outcomes:
+        if outcome.delivery.id in recorded:
+            outcome.report()
+        else:
+            # Another instance took the delivery over (our lease expired): its outcome wins.
+            log.warning(
+                "delivery_lease_lost", extra={"fields": {"delivery_id": outcome.delivery.id}}
+            )
+
+
+async def make_day_due(resources: Resources, day: date) -> int:
+    """Send a day's reports now rather than over the send window (`tlsrpt send`); returns
+    the number of the day's pending deliveries."""
+    async with resources.pool.connection() as conn, conn.transaction():
+        return await store.mark_day_deliveries_due(conn, day=day, now=comparison_time(resources))
+
+
+async def list_deliveries(
+    resources: Resources,
+    *,
+    state: str | None = None,
+    day: date | None = None,
+    after_id: int = 0,
+    limit: int = 100,
+) -> list[store.DeliveryRow]:
+    """Deliveries in id order (keyset pages: pass the last id as `after_id`)."""
+    async with resources.pool.connection() as conn:
+        return await store.list_deliveries(
+            conn, state=state, day=day, after_id=after_id, limit=limit
+        )
+
+
+async def report_deliveries(
+    resources: Resources, report_pk: int
+) -> list[tuple[store.DeliveryRow, list[store.AttemptRow]]] | None:
+    """A report's deliveries, each with every attempt; None when there is no such report."""
+    async with resources.pool.connection() as conn:
+        deliveries = await store.list_report_deliveries(conn, report_pk)
+        if not deliveries and not await store.get_report_exists(conn, report_pk):
+            return None
+        attempts = await store.list_attempts(conn, [d.id for d in deliveries])
+    by_delivery: dict[int, list[store.AttemptRow]] = {d.id: [] for d in deliveries}
+    for row in attempts:
+        by_delivery[row.delivery_id].append(row)
+    return [(d, by_delivery[d.id]) for d in deliveries]

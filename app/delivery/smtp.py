@@ -1,0 +1,175 @@
+"""Hands report mails to the configured SMTP relay (aiosmtplib) and classifies the reply.
+
+Connections are reused across reports (a STARTTLS handshake per report would dominate),
+checked with NOOP before reuse and closed after any failure, so a failure stays confined
+to its own report. A 4xx reply, a timeout or a broken connection is temporary (RFC 5321
+§4.2.1, retried per RFC 8460 §5.5);
+a 5xx reply is permanent. Our own relay refusing our credentials or TLS is reported as
+temporary too: it is the operator's configuration to fix, not the report recipient's fault.
+The relay password is read only while connecting; it never reaches a log line or an error.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable
+
+import aiosmtplib
+
+from app.config import SmtpSecurity, SmtpSettings
+from app.delivery.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    Receipt,
+    TemporaryDeliveryError,
+)
+
+# Connections kept open between reports; relays drop idle clients after a few minutes.
+MAX_IDLE = 16
+IDLE_SECONDS = 20.0
+
+
+def build_tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """The system trust store, plus an extra CA bundle when one is configured."""
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+class SmtpRelay:
+    """Sends one message to one recipient through the configured relay."""
+
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        *,
+        helo_name: str,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._helo_name = helo_name
+        self._monotonic = monotonic
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._tls_context = (
+            None
+            if settings.security is SmtpSecurity.NONE
+            else build_tls_context(str(settings.ca_file) if settings.ca_file else None)
+        )
+
+    @property
+    def target(self) -> str:
+        """`host:port (security)`, for logs and dry runs."""
+        s = self._settings
+        return f"{s.host}:{s.port} ({s.security.value})"
+
+    def _client(self) -> aiosmtplib.SMTP:
+        s = self._settings
+        return aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            username=s.username,
+            password=s.password.get_secret_value() if s.password is not None else None,
+            local_hostname=self._helo_name,
+            timeout=s.timeout_seconds,
+            use_tls=s.security is SmtpSecurity.TLS,
+            # starttls: required, never opportunistic (a downgrade is a connection error).
+            start_tls=s.security is SmtpSecurity.STARTTLS,
+            tls_context=self._tls_context,
+        )
+
+    async def send(self, sender: str, recipient: str, message: bytes) -> Receipt:
+        """Receipt on acceptance; TemporaryDeliveryError or PermanentDeliveryError otherwise."""
+        client: aiosmtplib.SMTP | None = None
+        try:
+            client = await self._acquire()
+            _, reply = await client.sendmail(sender, [recipient], message)
+        except BaseException as exc:
+            _discard(client)  # after a failure the session's state is unknown
+            error = _delivery_error(exc)
+            if error is None:
+                raise
+            raise error from None
+        self._release(client)
+        return Receipt(code=250, excerpt=f"250 {reply}")
+
+    async def _acquire(self) -> aiosmtplib.SMTP:
+        """An idle connection that still answers NOOP, or a new one.
+
+        Reuse saves a TCP (and TLS) handshake per report; NOOP first, so a connection the
+        relay dropped while idle is never the one a message is written to.
+        """
+        now = self._monotonic()
+        while self._idle:
+            client, since = self._idle.pop()
+            if now - since > IDLE_SECONDS or not client.is_connected:
+                _discard(client)
+                continue
+            try:
+                await client.noop()
+            except (aiosmtplib.SMTPException, OSError):
+                _discard(client)
+                continue
+            return client
+        client = self._client()
+        try:
+            await client.connect()
+        except BaseException:
+            _discard(client)
+            raise
+        return client
+
+    def _release(self, client: aiosmtplib.SMTP) -> None:
+        if len(self._idle) < MAX_IDLE and client.is_connected:
+            self._idle.append((client, self._monotonic()))
+        else:
+            _discard(client)
+
+    async def aclose(self) -> None:
+        """Say QUIT on every idle connection."""
+        idle, self._idle = self._idle, []
+        for client, _ in idle:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                pass
+            finally:
+                _discard(client)
+
+
+def _discard(client: aiosmtplib.SMTP | None) -> None:
+    if client is not None and client.is_connected:
+        client.close()
+
+
+def _delivery_error(exc: BaseException) -> DeliveryError | None:
+    """The delivery outcome of an aiosmtplib or socket error; None for anything else."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        refused = exc.recipients[0]
+        return _classify("relay refused the recipient", refused.code, refused.message)
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return TemporaryDeliveryError(
+            "relay refused our credentials", code=exc.code, excerpt=exc.message
+        )
+    if isinstance(exc, aiosmtplib.SMTPConnectResponseError | aiosmtplib.SMTPHeloError):
+        # A refused greeting or EHLO is about the relay, not the recipient: keep trying.
+        return TemporaryDeliveryError(
+            "relay refused the connection", code=exc.code, excerpt=exc.message
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _classify("relay refused the message", exc.code, exc.message)
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+        return TemporaryDeliveryError("relay timed out", excerpt=str(exc))
+    if isinstance(exc, aiosmtplib.SMTPException | OSError):
+        # Connection refused or reset, TLS handshake or STARTTLS not offered.
+        return TemporaryDeliveryError("relay unreachable", excerpt=f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def _classify(reason: str, code: int, message: str) -> DeliveryError:
+    # RFC 5321 §4.2.1: 5yz is a permanent negative completion reply, 4yz transient.
+    excerpt = f"{code} {message}"
+    if 500 <= code < 600:
+        return PermanentDeliveryError(reason, code=code, excerpt=excerpt)
+    return TemporaryDeliveryError(reason, code=code, excerpt=excerpt)

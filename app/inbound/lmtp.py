@@ -1,0 +1,116 @@
+"""The optional LMTP listener (RFC 2033) for report mails, on aiosmtpd.
+
+An MTA delivers mail for the report addresses (`TLSRPT_INBOUND__LMTP_RECIPIENTS`;
+empty accepts any) to this listener, started by `tlsrpt serve --lmtp HOST:PORT`. Each
+mail goes through the same path as `POST /v1/tlsrpt/{token}/mail`. The reply comes
+after the report is committed: 250 when stored (or already stored), 5xx with the
+reason when the mail holds no valid report (the MTA bounces it, nothing is retried),
+and 451 when storing failed for a passing reason (the MTA tries again). LMTP wants one
+reply per accepted recipient; the outcome is the same for each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from app.inbound.mail import NoReportError
+from app.inbound.service import Via, receive_mail
+from app.resources import Resources
+from app.tlsrpt.inflate import InflatedTooLargeError, InflateError
+from app.tlsrpt.received import InvalidReportError, ReportTooLargeError
+from app.tlsrpt.text import display
+
+log = logging.getLogger(__name__)
+
+Cleanup = Callable[[], Awaitable[None]]
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[IPv6]:PORT` to (host, port); ValueError with a reason."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _reply(code: str, text: str) -> str:
+    # One line of ASCII: the reason may quote what the sender wrote.
+    safe = display(text, 300).encode("ascii", "backslashreplace").decode("ascii")
+    return f"{code} {safe}"
+
+
+class ReportHandler:
+    """aiosmtpd handler: accepts the report addresses, stores each mail's report."""
+
+    def __init__(self, resources: Resources) -> None:
+        self.resources = resources
+        self.recipients = {a.lower() for a in resources.settings.inbound.lmtp_recipients}
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:  # fmt: skip
+        if self.recipients and address.lower() not in self.recipients:
+            return _reply("550 5.1.1", f"<{address}> is not a TLSRPT report address here")
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        status = await self._store(raw if isinstance(raw, bytes) else raw.encode())
+        # RFC 2033 §4.2: one reply per accepted recipient.
+        return "\r\n".join([status] * len(envelope.rcpt_tos))
+
+    async def _store(self, raw: bytes) -> str:
+        try:
+            receipt = await receive_mail(self.resources, raw, Via.LMTP)
+        except NoReportError as exc:
+            return _reply("550 5.6.0", f"no TLSRPT report in this mail: {exc.reason}")
+        except InvalidReportError as exc:
+            return _reply("550 5.6.0", f"not a valid TLSRPT report: {exc}")
+        except InflateError as exc:
+            return _reply("550 5.6.0", f"the report attachment is not readable: {exc.reason}")
+        except (InflatedTooLargeError, ReportTooLargeError) as exc:
+            return _reply("552 5.3.4", f"the report is too large: {exc}")
+        except Exception:
+            # The database is away or similar: the MTA keeps the mail and retries.
+            log.exception("lmtp_store_failed")
+            return "451 4.3.0 the report could not be stored now; try again later"
+        if receipt.duplicate:
+            return f"250 2.0.0 report already stored (id {receipt.report_pk})"
+        return f"250 2.0.0 report stored (id {receipt.report_pk})"
+
+
+async def start_lmtp(resources: Resources, host: str, port: int) -> asyncio.Server:
+    """Listen for LMTP on (host, port) in the running loop; port 0 picks a free one."""
+    handler = ReportHandler(resources)
+    limit = resources.settings.inbound.max_body_bytes
+
+    def protocol() -> LMTP:
+        return LMTP(handler, data_size_limit=limit, ident="tlsrpt LMTP")
+
+    server = await asyncio.get_running_loop().create_server(protocol, host, port)
+    bound = [s.getsockname()[:2] for s in server.sockets]
+    log.info("lmtp_listening", extra={"fields": {"addresses": bound}})
+    return server
+
+
+def lmtp_hook(address: str) -> Callable[[Resources], Awaitable[Cleanup]]:
+    """A `create_app` start hook running the listener for the app's lifetime."""
+    host, port = parse_listen_address(address)
+
+    async def start(resources: Resources) -> Cleanup:
+        server = await start_lmtp(resources, host, port)
+
+        async def stop() -> None:
+            server.close()
+            await server.wait_closed()
+
+        return stop
+
+    return start

@@ -1,0 +1,367 @@
+"""Report building: turn a closed UTC day into one RFC 8460 report per policy domain.
+
+`build_day` closes the day (ingest then refuses it), reads the counters of the domains
+still open (the whole day in two queries, or a few domains one by one for retries),
+looks up `_smtp._tls.<domain>` for each (concurrently, bounded by the resolver, with no
+transaction open), then stores in one transaction per chunk each
+domain's outcome: a report with one delivery per usable rua, or the reason for none. A
+temporary DNS failure leaves the domain pending, retried with doubling delays for up to
+`dns_retry_max_hours`, then 'gave_up'. Unique keys make a second run a no-op.
+`purge_expired` is retention; `app.report.views` shows operators the outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from app.dns.lookup import (
+    LookupOutcome,
+    MultipleRecordsError,
+    NoRecordError,
+    RecordSyntaxError,
+    TemporaryDnsError,
+    lookup_many,
+)
+from app.ingest import service as ingest
+from app.ingest import store as ingest_store
+from app.report import store
+from app.report.store import DomainState, NewReport
+from app.resources import Resources
+from app.tlsrpt.model import PolicyAggregate
+from app.tlsrpt.record import TlsrptRecord
+from app.tlsrpt.report import BuiltReport, Reporter, build_report
+
+log = logging.getLogger(__name__)
+
+# Domains looked up and stored per transaction: bounds memory and transaction length.
+CHUNK_SIZE = 1000
+
+
+@dataclass
+class BuildSummary:
+    """What one `build_day` call did; `already_done` were settled by an earlier run."""
+
+    day: date
+    built: int = 0
+    no_report: int = 0
+    pending: int = 0
+    gave_up: int = 0
+    already_done: int = 0
+    next_retry_at: datetime | None = None
+
+
+class NoReportError(Exception):
+    """Nothing would be sent for this (domain, day); `reason` as in report_domains."""
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome for one domain: a report (with rua and kinds), or a state and reason."""
+
+    state: str
+    reason: str | None = None
+    detail: str | None = None
+    report: BuiltReport | None = None
+    rua: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    retry_in: float | None = None  # seconds until the next lookup, for 'pending'
+
+
+def reporter_of(resources: Resources) -> Reporter:
+    report = resources.settings.report
+    return Reporter(report.organization_name, report.contact_info)
+
+
+def decide_before_dns(
+    resources: Resources, aggregates: Sequence[PolicyAggregate]
+) -> Decision | None:
+    """Reasons not to report that need no DNS lookup, or None to go on."""
+    # RFC 8460 §3: sessions that delivered a TLS report never cause a report alone.
+    if sum(a.trigger_count for a in aggregates) == 0:
+        return Decision("no_report", "only_report_delivery_results")
+    if not resources.settings.report.send_success_only_days and not any(
+        a.failure_count for a in aggregates
+    ):
+        return Decision("no_report", "success_only_day_disabled")
+    return None
+
+
+def decide(
+    reporter: Reporter,
+    day: date,
+    domain: str,
+    aggregates: Sequence[PolicyAggregate],
+    outcome: TlsrptRecord | Exception,
+) -> Decision:
+    """The outcome for a domain given its lookup result (temporary errors excluded)."""
+    if isinstance(outcome, NoRecordError):
+        return Decision("no_report", "no_record")
+    if isinstance(outcome, MultipleRecordsError):
+        return Decision("no_report", "multiple_records", str(outcome))
+    if isinstance(outcome, RecordSyntaxError):
+        return Decision("no_report", "syntax_error", str(outcome))
+    if not isinstance(outcome, TlsrptRecord):
+        raise TypeError(f"unexpected lookup outcome {outcome!r}")
+    usable = outcome.usable_rua
+    if not usable:
+        detail = "; ".join(f"{u.uri}: {u.problem}" for u in outcome.rua)
+        return Decision("no_report", "no_usable_rua", detail[:2000])
+    report = build_report(reporter, day, domain, aggregates)
+    return Decision(
+        "built",
+        report=report,
+        rua=tuple(u.uri for u in usable),
+        kinds=tuple(u.kind for u in usable),
+    )
+
+
+# Up to this many domains to do, their counters are read one domain at a time (a retry
+# of a few pending domains); above it, the whole day is read in one go.
+FEW_DOMAINS = 50
+
+
+async def build_day(
+    resources: Resources,
+    day: date,
+    *,
+    spread: Callable[[], float] = lambda: 0.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> BuildSummary:
+    """Close `day` and build its reports; safe to run again and from several instances.
+
+    Domains go in chunks: while one chunk is decided and stored, the next chunk's DNS
+    lookups already run.
+    """
+    async with resources.pool.connection() as conn:
+        async with conn.transaction():
+            await ingest.close_day(conn, day)
+        states = {s.policy_domain: s for s in await store.list_report_domains(conn, day)}
+        domains = await ingest_store.list_day_domains(conn, day)
+    job = _DayBuild(resources, day, states, spread)
+    todo = job.triage(domains)
+    await job.read_counters(todo)
+    chunks = [todo[i : i + CHUNK_SIZE] for i in range(0, len(todo), CHUNK_SIZE)]
+    lookup: asyncio.Task[_LookedUp] | None = None
+    try:
+        for index, chunk in enumerate(chunks):
+            looked_up = await (lookup or job.look_up(chunk))
+            lookup = None
+            if index + 1 < len(chunks):
+                lookup = asyncio.create_task(job.look_up(chunks[index + 1]))
+            await job.settle(looked_up)
+            if progress is not None:
+                progress(min((index + 1) * CHUNK_SIZE, len(todo)), len(todo))
+    finally:
+        if lookup is not None:
+            lookup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lookup
+    summary = job.summary
+    log.info(
+        "report_day_built",
+        extra={
+            "fields": {
+                "day": day.isoformat(),
+                "built": summary.built,
+                "no_report": summary.no_report,
+                "pending": summary.pending,
+                "gave_up": summary.gave_up,
+                "already_done": summary.already_done,
+            }
+        },
+    )
+    return summary
+
+
+@dataclass
+class _LookedUp:
+    """One chunk after DNS: decisions that needed no lookup, and lookup outcomes."""
+
+    early: dict[str, Decision]
+    outcomes: dict[str, LookupOutcome]
+
+
+class _DayBuild:
+    """The state of one `build_day` run."""
+
+    def __init__(
+        self,
+        resources: Resources,
+        day: date,
+        states: dict[str, DomainState],
+        spread: Callable[[], float],
+    ) -> None:
+        self.resources = resources
+        self.day = day
+        self.states = states
+        self.spread = spread
+        self.now = resources.clock()
+        self.reporter = reporter_of(resources)
+        self.summary = BuildSummary(day)
+        self.counters: dict[str, list[PolicyAggregate]] = defaultdict(list)
+
+    def triage(self, domains: Sequence[str]) -> list[str]:
+        """The domains to do now; count the settled ones and those waiting for a retry."""
+        todo = []
+        for domain in sorted(domains):
+            state = self.states.get(domain)
+            if state is not None and state.state != "pending":
+                self.summary.already_done += 1
+            elif state is not None and state.next_attempt_at and state.next_attempt_at > self.now:
+                self.summary.pending += 1
+                _note_retry(self.summary, state.next_attempt_at)
+            else:
+                todo.append(domain)
+        return todo
+
+    async def read_counters(self, todo: list[str]) -> None:
+        pool = self.resources.pool
+        if len(todo) <= FEW_DOMAINS:
+            for domain in todo:
+                self.counters[domain] = await ingest.day_aggregates(pool, self.day, domain)
+            return
+        wanted = set(todo)
+        for aggregate in await ingest.day_aggregates(pool, self.day):
+            if aggregate.policy.policy_domain in wanted:
+                self.counters[aggregate.policy.policy_domain].append(aggregate)
+
+    async def look_up(self, domains: list[str]) -> _LookedUp:
+        early: dict[str, Decision] = {}
+        to_look_up = []
+        for domain in domains:
+            decision = decide_before_dns(self.resources, self.counters[domain])
+            if decision is None:
+                to_look_up.append(domain)
+            else:
+                early[domain] = decision
+        # No transaction is open while DNS answers.
+        return _LookedUp(early, await lookup_many(self.resources.resolver, to_look_up))
+
+    async def settle(self, looked_up: _LookedUp) -> None:
+        """Decide each domain of a chunk and store the outcomes in one transaction."""
+        decisions = dict(looked_up.early)
+        for domain, outcome in looked_up.outcomes.items():
+            if isinstance(outcome, TemporaryDnsError):
+                decisions[domain] = _retry(
+                    self.resources, self.states.get(domain), self.now, outcome
+                )
+            else:
+                decisions[domain] = decide(
+                    self.reporter, self.day, domain, self.counters.pop(domain), outcome
+                )
+        rows: list[DomainState] = []
+        reports: list[NewReport] = []
+        for domain, d in sorted(decisions.items()):
+            rows.append(self._row(domain, d))
+            if d.report is not None:
+                reports.append(
+                    NewReport(
+                        report_id=d.report.report_id,
+                        policy_domain=domain,
+                        report_json=d.report.json,
+                        report_gzip=d.report.gzip,
+                        filename=d.report.filename,
+                        rua=d.rua,
+                        kinds=d.kinds,
+                        delays=tuple(max(0.0, self.spread()) for _ in d.rua),
+                    )
+                )
+        async with self.resources.pool.connection() as conn, conn.transaction():
+            written = await store.upsert_report_domains(conn, self.day, rows)
+            await store.insert_reports(
+                conn, self.day, [r for r in reports if r.policy_domain in written]
+            )
+        self._count(rows, written)
+
+    def _row(self, domain: str, d: Decision) -> DomainState:
+        previous = self.states.get(domain)
+        attempts = (previous.attempts if previous else 0) + 1
+        first = previous.first_attempt_at if previous and previous.first_attempt_at else self.now
+        next_at = None if d.retry_in is None else self.now + timedelta(seconds=d.retry_in)
+        return DomainState(
+            self.day, domain, d.state, d.reason, d.detail, attempts, first, next_at, self.now
+        )
+
+    def _count(self, rows: list[DomainState], written: set[str]) -> None:
+        summary = self.summary
+        for row in rows:
+            if row.policy_domain not in written:
+                summary.already_done += 1  # another instance settled it meanwhile
+            elif row.state == "built":
+                summary.built += 1
+            elif row.state == "no_report":
+                summary.no_report += 1
+            elif row.state == "gave_up":
+                summary.gave_up += 1
+            else:
+                summary.pending += 1
+                if row.next_attempt_at is not None:
+                    _note_retry(summary, row.next_attempt_at)
+
+
+def _retry(
+    resources: Resources, previous: DomainState | None, now: datetime, error: TemporaryDnsError
+) -> Decision:
+    """Backoff after a temporary DNS failure: pending with a delay, or given up."""
+    settings = resources.settings.report
+    attempts = (previous.attempts if previous else 0) + 1
+    first = previous.first_attempt_at if previous and previous.first_attempt_at else now
+    deadline = first + timedelta(hours=settings.dns_retry_max_hours)
+    reason = f"dns_temporary_failure: {error}"[:500]
+    if now >= deadline:
+        return Decision("gave_up", reason)
+    delay = settings.dns_retry_initial_seconds * 2 ** min(attempts - 1, 20)
+    delay = min(delay, (deadline - now).total_seconds())  # one last try at the deadline
+    return Decision("pending", reason, retry_in=delay)
+
+
+def _note_retry(summary: BuildSummary, at: datetime) -> None:
+    if summary.next_retry_at is None or at < summary.next_retry_at:
+        summary.next_retry_at = at
+
+
+async def build_pending(
+    resources: Resources, *, spread: Callable[[], float] = lambda: 0.0
+) -> list[BuildSummary]:
+    """Run `build_day` again for every day with a due DNS retry (the scheduler's loop)."""
+    async with resources.pool.connection() as conn:
+        days = await store.list_due_pending_days(conn, resources.clock())
+    return [await build_day(resources, day, spread=spread) for day in days]
+
+
+@dataclass(frozen=True)
+class PurgeSummary:
+    reports: int
+    policy_rows: int
+
+
+async def purge_expired(resources: Resources) -> PurgeSummary:
+    """Retention: delete reports (and deliveries, outcomes) and counters past their days."""
+    settings = resources.settings
+    now = resources.clock()
+    cutoff = now.date() - timedelta(days=settings.retention.reports_days)
+    async with resources.pool.connection() as conn, conn.transaction():
+        reports = await store.delete_reports_before(conn, cutoff)
+    policy_rows = await ingest.purge_expired(resources.pool, now, settings)
+    log.info(
+        "retention_purged",
+        extra={
+            "fields": {
+                "reports": reports,
+                "policy_rows": policy_rows,
+                "reports_before": cutoff.isoformat(),
+            }
+        },
+    )
+    return PurgeSummary(reports, policy_rows)

@@ -1,0 +1,95 @@
+"""What operators see of report building: previews, a day's listing, stored reports.
+
+`preview_report` runs the same decision as `build_day` (`service.decide`) without
+storing anything, so a preview of a day not yet built is exactly what building it now
+would produce; once built, the stored bytes are returned.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date
+
+from app.dns.lookup import MultipleRecordsError, NoRecordError, RecordSyntaxError, lookup_tlsrpt
+from app.ingest import service as ingest
+from app.ingest import store as ingest_store
+from app.report import store
+from app.report.service import NoReportError, decide, decide_before_dns, reporter_of
+from app.report.store import DomainState
+from app.resources import Resources
+from app.tlsrpt.record import TlsrptRecord
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The exact JSON a domain's report has (`stored`) or would have, and its rua."""
+
+    report_json: bytes
+    rua: tuple[str, ...]
+    stored: bool
+
+
+async def preview_report(resources: Resources, day: date, policy_domain: str) -> Preview:
+    """The report of (domain, day) as stored, or as building it now would make it.
+
+    Raises NoReportError with the reason when nothing would be sent, TemporaryDnsError
+    when DNS can not tell now. `policy_domain` must be normalised (A-label).
+    """
+    async with resources.pool.connection() as conn:
+        stored = await store.get_report_by_domain(conn, day, policy_domain)
+        state = await store.get_report_domain(conn, day, policy_domain)
+    if stored is not None:
+        return Preview(stored.report_json, tuple(stored.rua), stored=True)
+    if state is not None and state.state in ("no_report", "gave_up"):
+        raise NoReportError(state.reason or state.state, state.detail)
+    aggregates = await ingest.day_aggregates(resources.pool, day, policy_domain)
+    if not aggregates:
+        raise NoReportError("no_results", f"no results for {policy_domain} on {day}")
+    early = decide_before_dns(resources, aggregates)
+    if early is not None:
+        raise NoReportError(early.reason or early.state, early.detail)
+    outcome: TlsrptRecord | Exception
+    try:
+        outcome = await lookup_tlsrpt(resources.resolver, policy_domain)
+    except (NoRecordError, MultipleRecordsError, RecordSyntaxError) as exc:
+        outcome = exc
+    decision = decide(reporter_of(resources), day, policy_domain, aggregates, outcome)
+    if decision.report is None:
+        raise NoReportError(decision.reason or decision.state, decision.detail)
+    return Preview(decision.report.json, decision.rua, stored=False)
+
+
+@dataclass(frozen=True)
+class DayListing:
+    """A day's built reports with their deliveries, and every domain's build outcome.
+
+    `not_built` are domains with results but no outcome yet (the day is still open, or
+    building has not reached them): `preview_report` shows what they would get.
+    """
+
+    reports: list[tuple[store.StoredReport, list[store.DeliveryState]]]
+    domains: list[DomainState]
+    not_built: list[str]
+
+
+async def list_day(resources: Resources, day: date) -> DayListing:
+    async with resources.pool.connection() as conn:
+        reports = await store.list_reports(conn, day)
+        deliveries = await store.list_deliveries(conn, [r.id for r in reports])
+        domains = await store.list_report_domains(conn, day)
+        with_results = await ingest_store.list_day_domains(conn, day)
+    settled = {d.policy_domain for d in domains}
+    by_report: dict[int, list[store.DeliveryState]] = defaultdict(list)
+    for delivery in deliveries:
+        by_report[delivery.report_pk].append(delivery)
+    return DayListing(
+        [(r, by_report[r.id]) for r in reports],
+        domains,
+        [d for d in with_results if d not in settled],
+    )
+
+
+async def get_report(resources: Resources, pk: int) -> store.StoredReport | None:
+    async with resources.pool.connection() as conn:
+        return await store.get_report(conn, pk)

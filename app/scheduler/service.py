@@ -1,0 +1,246 @@
+"""The scheduler loop shared by `tlsrpt serve` and `tlsrpt worker`.
+
+Each round: every UTC day that is over (plus the grace period), still open and within the
+results retention is closed and built (`build_day`), with its deliveries spread over the
+send window (RFC 8460 §4.1); days whose build left domains waiting for a DNS retry are
+built again when due; once a day, retention runs; then due deliveries are sent until none
+is left. Every (job, day) has one `scheduler_jobs` row, so exactly one instance runs it,
+and a dead instance's job is taken over when its lease expires. Any number of instances
+may run the same loop: there is no leader. Clock, randomness and sleep are injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from app.delivery.senders import startup_warnings
+from app.delivery.service import comparison_time, deliver_due, senders_of
+from app.ingest import service as ingest
+from app.ingest import store as ingest_store
+from app.report.service import build_day, purge_expired
+from app.resources import Resources
+from app.scheduler import store
+
+log = logging.getLogger(__name__)
+
+BUILD_JOB = "build_day"
+PURGE_JOB = "purge"
+# A failed build (database trouble, a bug) is tried again after this long.
+BUILD_ERROR_RETRY = timedelta(minutes=5)
+
+
+def instance_name() -> str:
+    """A name for this instance's leases: host, process and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def days_to_build(
+    now: datetime, open_days: list[date], *, grace: timedelta, oldest: date
+) -> list[date]:
+    """Open days that are over (their end plus grace has passed) and not past retention."""
+    cutoff = (now - grace).date()  # a day is over once the next one has begun, plus grace
+    return [d for d in open_days if oldest <= d < cutoff]
+
+
+@dataclass
+class Round:
+    """What one scheduler round did."""
+
+    built_days: list[date]
+    delivered: int
+
+
+class Scheduler:
+    def __init__(
+        self,
+        resources: Resources,
+        *,
+        owner: str | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.resources = resources
+        self.owner = owner or instance_name()
+        self._sleep = sleep
+        self._rand = rand
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the sends in flight, claim nothing new, and leave `run`."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def stop_requested(self) -> None:
+        """Return once `stop()` has been called."""
+        await self._stop.wait()
+
+    async def run(self) -> None:
+        """Rounds every `poll_seconds` until `stop()`; a failed round is logged, not fatal."""
+        poll = self.resources.settings.scheduler.poll_seconds
+        log.info("scheduler_started", extra={"fields": {"owner": self.owner}})
+        while not self.stopping:
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("scheduler_round_failed", extra={"fields": {"owner": self.owner}})
+            await self._pause(poll)
+        log.info("scheduler_stopped", extra={"fields": {"owner": self.owner}})
+
+    async def _pause(self, seconds: float) -> None:
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
+
+    async def run_once(self) -> Round:
+        res = self.resources
+        settings = res.settings
+        now = res.clock()
+        oldest = ingest.oldest_accepted_day(now, settings)
+        async with res.pool.connection() as conn:
+            open_days = await ingest_store.list_open_days_before(conn, now.date())
+            retry_days = await store.list_due_job_days(
+                conn, job=BUILD_JOB, now=comparison_time(res)
+            )
+        grace = timedelta(seconds=settings.scheduler.grace_seconds)
+        days = sorted(
+            set(days_to_build(now, open_days, grace=grace, oldest=oldest)) | set(retry_days)
+        )
+        built = []
+        for day in days:
+            if self.stopping:
+                break
+            if await self._build(day):
+                built.append(day)
+        if not self.stopping:
+            await self._purge(now.date())
+        delivered = 0
+        if not self.stopping:
+            delivered = await deliver_due(
+                res,
+                owner=self.owner,
+                limit=2**31 - 1,
+                jitter=self._rand,
+                should_stop=lambda: self.stopping,
+            )
+        return Round(built_days=built, delivered=delivered)
+
+    async def _claim(self, job: str, day: date) -> bool:
+        res = self.resources
+        async with res.pool.connection() as conn:
+            run = await store.claim_job(
+                conn,
+                job=job,
+                day=day,
+                owner=self.owner,
+                now=comparison_time(res),
+                lease_seconds=res.settings.scheduler.job_lease_seconds,
+            )
+        return run is not None
+
+    async def _finish(
+        self, job: str, day: date, retry_at: datetime | None, error: str | None = None
+    ) -> None:
+        res = self.resources
+        async with res.pool.connection() as conn:
+            await store.mark_job_finished(
+                conn,
+                job=job,
+                day=day,
+                owner=self.owner,
+                now=comparison_time(res),
+                retry_at=retry_at,
+                error=error,
+            )
+
+    async def _build(self, day: date) -> bool:
+        if not await self._claim(BUILD_JOB, day):
+            return False  # another instance has it, or it is done
+        window = self.resources.settings.scheduler.send_window_seconds
+        try:
+            summary = await build_day(self.resources, day, spread=lambda: self._rand() * window)
+        except Exception as exc:
+            log.exception("day_build_failed", extra={"fields": {"day": day.isoformat()}})
+            error_at = self.resources.clock() + BUILD_ERROR_RETRY
+            await self._finish(BUILD_JOB, day, error_at, f"{type(exc).__name__}: {exc}"[:500])
+            return False
+        # Domains waiting for a DNS retry: run the day again when the first is due.
+        retry_at: datetime | None = None
+        if summary.pending:
+            retry_at = summary.next_retry_at or self.resources.clock() + BUILD_ERROR_RETRY
+        await self._finish(BUILD_JOB, day, retry_at)
+        log.info(
+            "day_built",
+            extra={
+                "fields": {
+                    "day": day.isoformat(),
+                    "built": summary.built,
+                    "no_report": summary.no_report,
+                    "pending": summary.pending,
+                    "retry_at": retry_at,
+                }
+            },
+        )
+        return True
+
+    async def _purge(self, today: date) -> None:
+        if not await self._claim(PURGE_JOB, today):
+            return
+        retention = self.resources.settings.retention
+        try:
+            await purge_expired(self.resources)
+            oldest = today - timedelta(days=max(retention.results_days, retention.reports_days))
+            async with self.resources.pool.connection() as conn:
+                await store.delete_jobs_before(conn, oldest)
+        except Exception as exc:
+            log.exception("purge_failed")
+            retry_at = self.resources.clock() + BUILD_ERROR_RETRY
+            await self._finish(PURGE_JOB, today, retry_at, f"{type(exc).__name__}: {exc}"[:500])
+            return
+        await self._finish(PURGE_JOB, today, None)
+
+
+def announce_configuration(resources: Resources) -> None:
+    """Open the senders (a configured but unusable DKIM key raises DkimKeyError) and say
+    plainly what will not be sent."""
+    senders = senders_of(resources)
+    for line in startup_warnings(resources.settings, senders):
+        log.warning("delivery_limited", extra={"fields": {"message": line}})
+
+
+async def start_scheduler(resources: Resources) -> Callable[[], Awaitable[None]]:
+    """Run the scheduler in the background; returns the coroutine function that stops it
+    (the `tlsrpt serve` lifespan hook)."""
+    announce_configuration(resources)
+    scheduler = Scheduler(resources)
+    task = asyncio.create_task(scheduler.run(), name="tlsrpt-scheduler")
+
+    async def stop() -> None:
+        await stop_scheduler(scheduler, task, resources.settings.scheduler.stop_timeout_seconds)
+
+    return stop
+
+
+async def stop_scheduler(scheduler: Scheduler, task: asyncio.Task[None], grace: float) -> None:
+    """Ask the scheduler to stop; sends in flight get `grace` seconds, then are cut off
+    (their leases expire and another instance, or the next start, takes them over)."""
+    scheduler.stop()
+    done, _ = await asyncio.wait({task}, timeout=grace)
+    if not done:
+        log.warning("scheduler_stop_timeout", extra={"fields": {"grace_seconds": grace}})
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

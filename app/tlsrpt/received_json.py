@@ -1,0 +1,404 @@
+"""Reading the JSON of reports that others send us (RFC 8460 §4.4), strict but forgiving.
+
+`parse_report` turns the JSON of a received report into a `ReceivedReport`. It is strict
+where a field carries meaning (a policy must have a known `policy-type` and a
+`policy-domain`; counts are non-negative integers; IPs are IPs) and forgiving where
+real senders are known to deviate: `mx-host` as one string (RFC 8460 Appendix B as
+printed), a TLSA `policy-string` sent as one JSON-encoded string (Microsoft), date-times
+without a zone (read as UTC), `end-datetime` at the next midnight (Mail.ru), blank
+optional strings (read as absent), failure-detail counts that add up to more than the
+failure total (RFC 8460 §4: they are not exclusive), unknown `result-type` values and
+unknown keys (kept verbatim). A body that is not a report is refused with every reason
+found (up to `MAX_ERRORS`), each naming the JSON path. Sizes are capped before and
+while parsing, so hostile input costs bounded memory.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from app.tlsrpt.model import PolicyType
+from app.tlsrpt.names import normalise_domain, normalise_ip, normalise_mx_pattern
+from app.tlsrpt.received import (
+    InvalidReportError,
+    Limits,
+    ReceivedFailure,
+    ReceivedPolicy,
+    ReceivedReport,
+    ReportProblem,
+    ReportTooLargeError,
+)
+from app.tlsrpt.text import display
+
+MAX_ERRORS = 20
+# The reader walks the known fields by their shape; values of unknown keys, kept
+# verbatim, may nest this deep.
+MAX_DEPTH = 8
+MAX_COUNT = 2**63 - 1
+# Identity strings (organization, report-id) and single values are bounded for storage.
+MAX_NAME_CHARS = 1024
+MAX_VALUE_CHARS = 8192
+
+_DETAIL_STRINGS = (
+    "sending-mta-ip", "receiving-mx-hostname", "receiving-mx-helo", "receiving-ip",
+    "additional-information", "failure-reason-code",
+)  # fmt: skip
+# (wire name, ReceivedFailure field)
+_DETAIL_FIELDS = tuple((key, key.replace("-", "_")) for key in _DETAIL_STRINGS)
+_DETAIL_IPS = frozenset({"sending-mta-ip", "receiving-ip"})
+_POLICY_TYPES = {t.value: t for t in PolicyType}
+_REPORT_KEYS = frozenset(
+    {"organization-name", "contact-info", "report-id", "date-range", "policies"}
+)
+_RANGE_KEYS = frozenset({"start-datetime", "end-datetime"})
+_ENTRY_KEYS = frozenset({"policy", "summary", "failure-details"})
+_POLICY_KEYS = frozenset({"policy-type", "policy-domain", "policy-string", "mx-host"})
+_SUMMARY_KEYS = frozenset({"total-successful-session-count", "total-failure-session-count"})
+_DETAIL_KEYS = frozenset({"result-type", "failed-session-count", *_DETAIL_STRINGS})
+# Reports repeat the same few addresses: parse each once.
+_ip = functools.lru_cache(maxsize=65536)(normalise_ip)
+
+
+def parse_report(data: bytes, limits: Limits | None = None) -> ReceivedReport:
+    """Parse the (inflated) JSON of a received report; raise InvalidReportError."""
+    limits = limits or Limits()
+    # Counting brackets over-estimates (brackets inside strings count too) but bounds
+    # the objects the decoder can build before one is built.
+    if data.count(b"{") + data.count(b"[") > limits.max_containers:
+        raise ReportTooLargeError(
+            f"more than {limits.max_containers} JSON objects and arrays in the report"
+        )
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        reason = f"not valid JSON: {display(str(exc))}"
+        raise InvalidReportError([ReportProblem("", reason)]) from None
+    # NUL can only arrive as the escape `\u0000` (raw control bytes are not JSON), so
+    # only a body holding that text needs its strings looked at.
+    if b"\\u0000" in data:
+        _check_no_nul(doc)
+    return _Reader(limits).report(doc)
+
+
+def _depth(value: Any) -> int:
+    """How deeply `value` nests JSON containers, walked level by level."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    depth = 0
+    while level and depth <= MAX_DEPTH:
+        depth += 1
+        below: list[Any] = []
+        for container in level:
+            values = container.values() if isinstance(container, dict) else container
+            below.extend(v for v in values if isinstance(v, (dict, list)))
+        level = below
+    return depth
+
+
+def _check_no_nul(doc: Any) -> None:
+    """Refuse NUL characters in keys and strings: PostgreSQL text can not hold them."""
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise InvalidReportError([ReportProblem("", "a string contains a NUL character")])
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
+class _Stop(Exception):
+    """Enough problems collected; the report is refused with those."""
+
+
+class _Reader:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.problems: list[ReportProblem] = []
+        self.details = 0
+
+    def fail(self, path: str, reason: str) -> None:
+        self.problems.append(ReportProblem(path, reason))
+        if len(self.problems) >= MAX_ERRORS:
+            raise _Stop
+
+    def report(self, doc: Any) -> ReceivedReport:
+        try:
+            result = self._report(doc)
+        except _Stop:
+            result = None
+        if self.problems or result is None:
+            raise InvalidReportError(self.problems)
+        return result
+
+    # RFC 8460 §4.4 report fields
+
+    def _report(self, doc: Any) -> ReceivedReport | None:
+        if not isinstance(doc, dict):
+            self.fail("", "a report is a JSON object")
+            return None
+        organization = self.required_text(doc, "organization-name", "", MAX_NAME_CHARS)
+        contact = self.required_text(doc, "contact-info", "", MAX_NAME_CHARS)
+        report_id = self.required_text(doc, "report-id", "", MAX_NAME_CHARS)
+        start_at = end_at = None
+        date_range = self.object(doc, "date-range", "")
+        extra = self.unknown_keys(doc, _REPORT_KEYS, "", "")
+        if date_range is not None:
+            start_at = self.datetime(date_range, "start-datetime", "date-range")
+            end_at = self.datetime(date_range, "end-datetime", "date-range")
+            # A range may end at the next midnight (Mail.ru) or at 23:59:59Z (Google):
+            # both say "this day"; only a range that ends before it starts is wrong.
+            if start_at and end_at and end_at < start_at:
+                self.fail("date-range", "end-datetime is before start-datetime")
+            extra |= self.unknown_keys(date_range, _RANGE_KEYS, "date-range", "date-range.")
+        policies = self.policies(doc)
+        if self.problems:
+            return None
+        assert organization and contact and report_id and start_at and end_at
+        return ReceivedReport(
+            organization, contact, report_id, start_at, end_at, tuple(policies), extra
+        )
+
+    def policies(self, doc: dict[str, Any]) -> list[ReceivedPolicy]:
+        entries = doc.get("policies")
+        if not isinstance(entries, list) or not entries:
+            self.fail("policies", "missing" if entries is None else "must be a non-empty array")
+            return []
+        if len(entries) > self.limits.max_policies:
+            raise ReportTooLargeError(
+                f"{len(entries)} policies (at most {self.limits.max_policies} are accepted)"
+            )
+        result = []
+        for index, entry in enumerate(entries):
+            policy = self.policy(entry, f"policies[{index}]")
+            if policy is not None:
+                result.append(policy)
+        return result
+
+    def policy(self, entry: Any, path: str) -> ReceivedPolicy | None:
+        if not isinstance(entry, dict):
+            self.fail(path, "must be an object")
+            return None
+        body = self.object(entry, "policy", path)
+        summary = self.object(entry, "summary", path)
+        where = f"{path}.policy"
+        policy_type = domain = successes = failed = None
+        strings: list[str] = []
+        mx_hosts: list[str] = []
+        if body is not None:
+            policy_type = self.policy_type(body, where)
+            domain = self.required_text(body, "policy-domain", where, 253)
+            if domain is not None:
+                try:
+                    domain = normalise_domain(domain)
+                except ValueError as exc:
+                    self.fail(f"{where}.policy-domain", str(exc))
+            strings = self.text_list(body, "policy-string", where)
+            # Microsoft sends the TLSA records as one JSON-encoded array string.
+            if policy_type is PolicyType.TLSA and len(strings) == 1 and strings[0][:1] == "[":
+                strings = _json_string_list(strings[0]) or strings
+            mx_hosts = [_mx_pattern(h) for h in self.text_list(body, "mx-host", where)]
+        if summary is not None:
+            where = f"{path}.summary"
+            successes = self.count(summary, "total-successful-session-count", where)
+            failed = self.count(summary, "total-failure-session-count", where)
+        failures = self.failures(entry, path)
+        if (
+            body is None or summary is None or policy_type is None or domain is None
+            or successes is None or failed is None
+        ):  # fmt: skip
+            return None
+        extra = self.unknown_keys(entry, _ENTRY_KEYS, path, "")
+        extra |= self.unknown_keys(body, _POLICY_KEYS, f"{path}.policy", "policy.")
+        extra |= self.unknown_keys(summary, _SUMMARY_KEYS, f"{path}.summary", "summary.")
+        return ReceivedPolicy(
+            policy_type, domain, tuple(strings), tuple(mx_hosts), successes, failed,
+            tuple(failures), extra,
+        )  # fmt: skip
+
+    def policy_type(self, body: dict[str, Any], where: str) -> PolicyType | None:
+        value = body.get("policy-type")
+        if value is None:
+            self.fail(f"{where}.policy-type", "missing")
+            return None
+        found = _POLICY_TYPES.get(value) if isinstance(value, str) else None
+        if found is None:
+            self.fail(
+                f"{where}.policy-type",
+                f"unknown policy-type '{display(str(value), 64)}' "
+                "(expected sts, tlsa or no-policy-found)",
+            )
+        return found
+
+    def failures(self, entry: dict[str, Any], path: str) -> list[ReceivedFailure]:
+        items = entry.get("failure-details")
+        if items is None:
+            return []
+        if not isinstance(items, list):
+            self.fail(f"{path}.failure-details", "must be an array")
+            return []
+        self.details += len(items)
+        if self.details > self.limits.max_failure_details:
+            raise ReportTooLargeError(
+                f"more than {self.limits.max_failure_details} failure details in the report"
+            )
+        result = []
+        for index, item in enumerate(items):
+            failure = self.failure(item, f"{path}.failure-details[{index}]")
+            if failure is not None:
+                result.append(failure)
+        return result
+
+    def failure(self, item: Any, where: str) -> ReceivedFailure | None:
+        if not isinstance(item, dict):
+            self.fail(where, "must be an object")
+            return None
+        result_type = self.required_text(item, "result-type", where, 128)
+        count = self.count(item, "failed-session-count", where)
+        values: dict[str, str | None] = {}
+        for key, name in _DETAIL_FIELDS:
+            value = self.optional_text(item, key, where)
+            if value is not None and key in _DETAIL_IPS:
+                try:
+                    value = _ip(value)
+                except ValueError:
+                    self.fail(f"{where}.{key}", f"'{display(value, 64)}' is not an IP address")
+            values[name] = value
+        if result_type is None or count is None:
+            return None
+        extra = self.unknown_keys(item, _DETAIL_KEYS, where, "")
+        return ReceivedFailure(result_type, count, **values, extra=extra)
+
+    # JSON value readers: each records a problem and returns None when it can not read
+
+    def unknown_keys(
+        self, doc: dict[str, Any], known: frozenset[str], path: str, prefix: str
+    ) -> dict[str, Any]:
+        """Unknown keys of `doc`, kept verbatim (as `prefix` + key) when not too deep."""
+        if known.issuperset(doc):  # the common case, without building a set
+            return {}
+        unknown = doc.keys() - known
+        kept = {}
+        for key in sorted(unknown):
+            if _depth(doc[key]) > MAX_DEPTH:
+                self.fail(_join(path, key), f"nested deeper than {MAX_DEPTH} levels")
+            else:
+                kept[prefix + key] = doc[key]
+        return kept
+
+    def object(self, doc: dict[str, Any], key: str, path: str) -> dict[str, Any] | None:
+        value = doc.get(key)
+        if not isinstance(value, dict):
+            self.fail(_join(path, key), "missing" if value is None else "must be an object")
+            return None
+        return value
+
+    def required_text(self, doc: dict[str, Any], key: str, path: str, limit: int) -> str | None:
+        value = doc.get(key)
+        if value is None:
+            self.fail(_join(path, key), "missing")
+        elif not isinstance(value, str):
+            self.fail(_join(path, key), "must be a string")
+        elif not value.strip():
+            self.fail(_join(path, key), "must not be blank")
+        elif len(value) > limit:
+            self.fail(_join(path, key), f"longer than {limit} characters")
+        else:
+            return value.strip()
+        return None
+
+    def optional_text(self, doc: dict[str, Any], key: str, path: str) -> str | None:
+        value = doc.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.fail(_join(path, key), "must be a string")
+            return None
+        if len(value) > MAX_VALUE_CHARS:
+            self.fail(_join(path, key), f"longer than {MAX_VALUE_CHARS} characters")
+            return None
+        # Real senders write "" for fields they do not know: absent, not a value.
+        return value.strip() or None
+
+    def text_list(self, doc: dict[str, Any], key: str, path: str) -> list[str]:
+        value = doc.get(key)
+        if value is None:
+            return []
+        # RFC 8460 Appendix B prints `mx-host` as a string (erratum 6241: an array).
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            self.fail(_join(path, key), "must be an array of strings")
+            return []
+        texts = []
+        for item in items:
+            if not isinstance(item, str) or len(item) > MAX_VALUE_CHARS:
+                break
+            if text := item.strip():
+                texts.append(text)
+        else:
+            return texts
+        for index, item in enumerate(items):
+            if not isinstance(item, str):
+                self.fail(f"{_join(path, key)}[{index}]", "must be a string")
+            elif len(item) > MAX_VALUE_CHARS:
+                self.fail(
+                    f"{_join(path, key)}[{index}]", f"longer than {MAX_VALUE_CHARS} characters"
+                )
+        return []
+
+    def count(self, doc: dict[str, Any], key: str, path: str) -> int | None:
+        value = doc.get(key)
+        if value is None:
+            self.fail(_join(path, key), "missing")
+        elif isinstance(value, bool) or not isinstance(value, int):
+            self.fail(_join(path, key), "must be an integer")
+        elif not 0 <= value <= MAX_COUNT:
+            self.fail(_join(path, key), "must be between 0 and 2^63-1")
+        else:
+            return value
+        return None
+
+    def datetime(self, doc: dict[str, Any], key: str, path: str) -> datetime | None:
+        text = self.required_text(doc, key, path, 64)
+        if text is None:
+            return None
+        try:
+            # RFC 8460 §4.4: RFC 3339 date-time. fromisoformat reads it and the common
+            # deviations (no zone, a space for `T`, fractions).
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(_join(path, key), f"'{display(text, 64)}' is not an RFC 3339 date-time")
+            return None
+        # A date-time without a zone is read as UTC, the zone every report uses.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Reports repeat the same few MX hosts: read each once.
+@functools.lru_cache(maxsize=65536)
+def _mx_pattern(text: str) -> str:
+    # `mx-host` only informs the reader: a pattern that is not a valid one is kept as
+    # written (lower-cased) rather than refusing the sender's whole report.
+    try:
+        return normalise_mx_pattern(text)
+    except ValueError:
+        return text.lower().rstrip(".")
+
+
+def _json_string_list(text: str) -> list[str] | None:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value if v.strip()]
+    return None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key

@@ -1,0 +1,34 @@
+"""Fixtures for delivery tests: a DKIM key pair, a fake DKIM DNS, a test CA."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.delivery.certs import LoopbackCa, make_dkim_key_pair, make_test_ca
+
+
+@pytest.fixture(scope="session")
+def dkim_pair() -> tuple[bytes, bytes]:
+    """(private key PEM, TXT record value) for selector `sel` of `sender.example`."""
+    return make_dkim_key_pair()
+
+
+@pytest.fixture(scope="session")
+def dkim_dns(dkim_pair: tuple[bytes, bytes]) -> Callable[..., bytes | None]:
+    """A dkimpy `dnsfunc` serving only `sel._domainkey.sender.example`."""
+    record = dkim_pair[1]
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
+        if name.rstrip(b".").lower() == b"sel._domainkey.sender.example":
+            return record
+        return None
+
+    return lookup
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> LoopbackCa:
+    return make_test_ca(Path(tmp_path_factory.mktemp("ca")))
