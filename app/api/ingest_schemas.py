@@ -100,7 +100,31 @@ _DETAIL_FIELDS = frozenset(
 )
 
 
-class ResultIn(BaseModel):
+class FailureDetailFields(BaseModel):
+    """The RFC 8460 §4.4 failure-detail fields, shared by results and tallies."""
+
+    model_config = _WIRE
+
+    sending_mta_ip: OptIp = Field(default=None, alias="sending-mta-ip")
+    receiving_mx_hostname: OptDomain = Field(default=None, alias="receiving-mx-hostname")
+    receiving_mx_helo: OptText = Field(default=None, alias="receiving-mx-helo")
+    receiving_ip: OptIp = Field(default=None, alias="receiving-ip")
+    additional_information: OptText = Field(default=None, alias="additional-information")
+    failure_reason_code: OptText = Field(default=None, alias="failure-reason-code")
+
+    def failure_detail(self, result_type: ResultType) -> FailureDetail:
+        return FailureDetail(
+            result_type,
+            self.sending_mta_ip,
+            self.receiving_mx_hostname,
+            self.receiving_mx_helo,
+            self.receiving_ip,
+            self.additional_information,
+            self.failure_reason_code,
+        )
+
+
+class ResultIn(FailureDetailFields):
     """The TLS outcome of `count` identical SMTP sessions for one policy."""
 
     model_config = _WIRE
@@ -109,12 +133,6 @@ class ResultIn(BaseModel):
     result_type: ResultType = Field(
         alias="result-type", description="`success` or an RFC 8460 §4.3 failure type."
     )
-    sending_mta_ip: OptIp = Field(default=None, alias="sending-mta-ip")
-    receiving_mx_hostname: OptDomain = Field(default=None, alias="receiving-mx-hostname")
-    receiving_mx_helo: OptText = Field(default=None, alias="receiving-mx-helo")
-    receiving_ip: OptIp = Field(default=None, alias="receiving-ip")
-    additional_information: OptText = Field(default=None, alias="additional-information")
-    failure_reason_code: OptText = Field(default=None, alias="failure-reason-code")
     recipient_domain: OptDomain = Field(
         default=None, alias="recipient-domain", description="RCPT TO domain, for breakdowns."
     )
@@ -147,15 +165,7 @@ class ResultIn(BaseModel):
     def to_detail(self) -> FailureDetail | None:
         if self.result_type is ResultType.SUCCESS:
             return None
-        return FailureDetail(
-            self.result_type,
-            self.sending_mta_ip,
-            self.receiving_mx_hostname,
-            self.receiving_mx_helo,
-            self.receiving_ip,
-            self.additional_information,
-            self.failure_reason_code,
-        )
+        return self.failure_detail(self.result_type)
 
 
 class ResultsIn(BaseModel):

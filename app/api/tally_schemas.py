@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.api.ingest_schemas import Domain, OptDomain, OptIp, OptText, PolicyIn
+from app.api.ingest_schemas import Domain, FailureDetailFields, PolicyIn
 from app.tlsrpt.model import FailureDetail, ResultType
 
 _WIRE = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
@@ -36,18 +36,12 @@ class SummaryIn(BaseModel):
     total_failure_session_count: int = Field(alias="total-failure-session-count", ge=0)
 
 
-class FailureDetailCountIn(BaseModel):
+class FailureDetailCountIn(FailureDetailFields):
     """RFC 8460 §4.4 `failure-details` entry."""
 
     model_config = _WIRE
 
     result_type: ResultType = Field(alias="result-type", description="An RFC 8460 §4.3 type.")
-    sending_mta_ip: OptIp = Field(default=None, alias="sending-mta-ip")
-    receiving_mx_hostname: OptDomain = Field(default=None, alias="receiving-mx-hostname")
-    receiving_mx_helo: OptText = Field(default=None, alias="receiving-mx-helo")
-    receiving_ip: OptIp = Field(default=None, alias="receiving-ip")
-    additional_information: OptText = Field(default=None, alias="additional-information")
-    failure_reason_code: OptText = Field(default=None, alias="failure-reason-code")
     failed_session_count: int = Field(alias="failed-session-count", ge=1, le=10**12)
 
     @model_validator(mode="after")
@@ -57,15 +51,7 @@ class FailureDetailCountIn(BaseModel):
         return self
 
     def to_detail(self) -> FailureDetail:
-        return FailureDetail(
-            self.result_type,
-            self.sending_mta_ip,
-            self.receiving_mx_hostname,
-            self.receiving_mx_helo,
-            self.receiving_ip,
-            self.additional_information,
-            self.failure_reason_code,
-        )
+        return self.failure_detail(self.result_type)
 
 
 class RecipientCountIn(BaseModel):
