@@ -1,6 +1,7 @@
 """The collector: socket to sink without loss.
 
-A reader thread (`listener`) empties the socket. Every `poll_seconds` the event loop
+A reader (a child process, `reader_process`; a thread, `listener`, with a test clock)
+empties the socket. Every `poll_seconds` the event loop
 takes what it read and counts identical datagrams (libtlsrpt sends the same bytes for
 every delivery to a domain with the same outcome), so memory holds distinct datagrams,
 not volume. Every `flush_seconds`, or sooner when `flush_datagrams` are waiting, each
@@ -109,10 +110,6 @@ class Collector:
 
     async def start(self) -> None:
         o = self.options
-        # The reader thread must get the GIL back within a fraction of the socket queue's
-        # slack (10 datagrams are 2 ms at 5,000/s); Python's default hands it over every
-        # 5 ms. Process-wide, and cheap for the other threads here.
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
         self._spool = Spool(o.spool_dir, o.spool_max_bytes)
         sock = bind_socket(
             o.socket_path,
@@ -127,6 +124,10 @@ class Collector:
             clock = self._clock
             stamp = time.time if clock_is_real(clock) else (lambda: clock().timestamp())
             self._reader = DatagramReader(sock, o.socket_path, stamp)
+            # A reader thread must get the GIL back within a fraction of the socket
+            # queue's slack (10 datagrams are 2 ms at 5,000/s); Python's default hands it
+            # over every 5 ms. Process-wide; the child-process reader needs none of this.
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
         self._reader.start()
         self._task = asyncio.create_task(self._run(), name="libtlsrpt-collector")
         log.info(
