@@ -95,6 +95,7 @@ class Collector:
         self._reader: DatagramReader | ProcessReader | None = None
         self._spool: Spool | None = None
         self._task: asyncio.Task[None] | None = None
+        self._absorber: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._retry_at = 0.0
         self._retry_delay = options.retry_initial_seconds
@@ -130,6 +131,7 @@ class Collector:
             sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
         self._reader.start()
         self._task = asyncio.create_task(self._run(), name="libtlsrpt-collector")
+        self._absorber = asyncio.create_task(self._absorb_loop(), name="libtlsrpt-absorb")
         log.info(
             "collector_started",
             extra={
@@ -148,6 +150,8 @@ class Collector:
         self._stop.set()
         if self._task is not None:
             await self._task
+        if self._absorber is not None:
+            await self._absorber
         if self._spool is not None:
             self._spool.close()
         s = self.stats()
@@ -161,6 +165,16 @@ class Collector:
                 }
             },
         )
+
+    async def _absorb_loop(self) -> None:
+        # Also while a slow delivery holds `_run`: memory then grows by distinct
+        # datagrams, not by volume.
+        while not self._stop.is_set():
+            self._absorb()
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.options.poll_seconds)
+            except TimeoutError:
+                pass
 
     async def _run(self) -> None:
         o = self.options
