@@ -364,7 +364,7 @@ def main() -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     info = psycopg.conninfo.conninfo_to_dict(args.server_url)
     info["dbname"] = name
-    url = psycopg.conninfo.make_conninfo(**info)
+    url = psycopg.conninfo.make_conninfo("", **info)
     try:
         upgrade(url)
         with tempfile.TemporaryDirectory(prefix="tlsrpt-bench-collect-") as tmp:

@@ -1,6 +1,7 @@
 """The collector: socket to sink without loss.
 
-A reader thread (`listener`) empties the socket. Every `poll_seconds` the event loop
+A reader (a child process, `reader_process`; a thread, `listener`, with a test clock)
+empties the socket. Every `poll_seconds` the event loop
 takes what it read and counts identical datagrams (libtlsrpt sends the same bytes for
 every delivery to a domain with the same outcome), so memory holds distinct datagrams,
 not volume. Every `flush_seconds`, or sooner when `flush_datagrams` are waiting, each
@@ -94,6 +95,7 @@ class Collector:
         self._reader: DatagramReader | ProcessReader | None = None
         self._spool: Spool | None = None
         self._task: asyncio.Task[None] | None = None
+        self._absorber: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._retry_at = 0.0
         self._retry_delay = options.retry_initial_seconds
@@ -109,10 +111,6 @@ class Collector:
 
     async def start(self) -> None:
         o = self.options
-        # The reader thread must get the GIL back within a fraction of the socket queue's
-        # slack (10 datagrams are 2 ms at 5,000/s); Python's default hands it over every
-        # 5 ms. Process-wide, and cheap for the other threads here.
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
         self._spool = Spool(o.spool_dir, o.spool_max_bytes)
         sock = bind_socket(
             o.socket_path,
@@ -127,8 +125,13 @@ class Collector:
             clock = self._clock
             stamp = time.time if clock_is_real(clock) else (lambda: clock().timestamp())
             self._reader = DatagramReader(sock, o.socket_path, stamp)
+            # A reader thread must get the GIL back within a fraction of the socket
+            # queue's slack (10 datagrams are 2 ms at 5,000/s); Python's default hands it
+            # over every 5 ms. Process-wide; the child-process reader needs none of this.
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
         self._reader.start()
         self._task = asyncio.create_task(self._run(), name="libtlsrpt-collector")
+        self._absorber = asyncio.create_task(self._absorb_loop(), name="libtlsrpt-absorb")
         log.info(
             "collector_started",
             extra={
@@ -147,6 +150,8 @@ class Collector:
         self._stop.set()
         if self._task is not None:
             await self._task
+        if self._absorber is not None:
+            await self._absorber
         if self._spool is not None:
             self._spool.close()
         s = self.stats()
@@ -160,6 +165,16 @@ class Collector:
                 }
             },
         )
+
+    async def _absorb_loop(self) -> None:
+        # Also while a slow delivery holds `_run`: memory then grows by distinct
+        # datagrams, not by volume.
+        while not self._stop.is_set():
+            self._absorb()
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.options.poll_seconds)
+            except TimeoutError:
+                pass
 
     async def _run(self) -> None:
         o = self.options

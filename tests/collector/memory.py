@@ -62,5 +62,6 @@ def clean(expected: Expected) -> Expected:
 def send_all(path: Path, datagrams: list[bytes]) -> None:
     """A blocking sender: waits when the receiver's queue is full, loses nothing."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        sender.settimeout(20)  # a receiver that stopped reading fails the test, not hangs it
         for data in datagrams:
             sender.sendto(data, str(path))

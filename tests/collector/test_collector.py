@@ -293,6 +293,10 @@ def test_the_reader_process_delivers_everything_queued_at_stop(tmp_path: Path) -
     reader.start()
     first = [b"first %d" % i for i in range(500)]
     send_all(path, first)
+    for _ in range(1000):
+        if reader.received == len(first):
+            break
+        time.sleep(0.01)
     child = reader._child
     assert child is not None
     os.kill(child.pid, signal.SIGSTOP)  # the child stops reading: the socket queue fills
