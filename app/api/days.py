@@ -6,10 +6,10 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from app.api.auth import get_resources, require_scope
-from app.api.errors import ApiError, responses
+from app.api.errors import responses
 from app.ingest.service import day_aggregates
 from app.tlsrpt.names import normalise_domain
 from app.tlsrpt.wire import format_policy
@@ -41,20 +41,13 @@ class DayResults(BaseModel):
 async def get_day_results(
     request: Request,
     day: dt.date,
-    policy_domain: Annotated[str | None, Query(description="Only this policy domain.")] = None,
+    policy_domain: Annotated[
+        str | None,
+        Query(description="Only this policy domain (IDNA accepted).", max_length=255),
+        AfterValidator(normalise_domain),
+    ] = None,
 ) -> DayResults:
-    domain = None
-    if policy_domain is not None:
-        try:
-            domain = normalise_domain(policy_domain)
-        except ValueError as exc:
-            raise ApiError(
-                422,
-                "invalid_request",
-                "invalid policy_domain",
-                [{"field": "policy_domain", "reason": str(exc)}],
-            ) from None
-    aggregates = await day_aggregates(get_resources(request).pool, day, domain)
+    aggregates = await day_aggregates(get_resources(request).pool, day, policy_domain)
     grouped: dict[str, list[dict[str, Any]]] = {}
     for agg in aggregates:
         grouped.setdefault(agg.policy.policy_domain, []).append(format_policy(agg))

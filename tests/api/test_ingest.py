@@ -223,6 +223,17 @@ async def test_timestamp_picks_the_utc_day_and_default_is_receipt(
     assert d25["policies"][0]["summary"]["total-failure-session-count"] == 1
 
 
+async def test_an_invalid_policy_domain_filter_is_a_clear_422(
+    client: httpx.AsyncClient, read_headers: dict[str, str]
+) -> None:
+    response = await client.get(
+        "/v1/days/2026-11-24/results", headers=read_headers, params={"policy_domain": "a..b"}
+    )
+    assert response.status_code == 422
+    (detail,) = response.json()["error"]["details"]
+    assert detail["field"].endswith("policy_domain") and "label" in detail["reason"]
+
+
 async def test_recipient_domain_is_kept_for_breakdowns(
     client: httpx.AsyncClient, ingest_headers: dict[str, str], resources: Resources
 ) -> None:
