@@ -1,54 +1,56 @@
-"""Resources opened once per process and handed to services explicitly.
+"""Resources opened once per process by an entry point and handed to services.
 
-The API and the worker share them; tests build them with fakes for the clock (and, in
-the areas that need them, the resolver and senders). Areas add their own fields.
+Only the entry points (`app.main` and `app.cli`) build a `Resources`; services never
+import this module: they take the pool, clock, resolver, senders and settings they use
+as parameters, so the worker and tests use the same services without FastAPI.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
+from app.clock import Clock, system_clock
 from app.config import Settings
 from app.db.pool import Pool
+from app.delivery.https import AddressResolver
+from app.delivery.senders import Senders, open_senders
 from app.dns.resolver import DnsResolver, TxtResolver
 from app.inbound.group_commit import ReportCommitter
 from app.ingest.group_commit import GroupCommitter
 from app.tokens.service import Authenticator
-
-if TYPE_CHECKING:
-    from app.delivery.senders import Senders
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
 class Resources:
     settings: Settings
     pool: Pool
-    clock: Callable[[], datetime] = utc_now
+    # DNS for `_smtp._tls` lookups and DKIM keys; tests pass a fake.
+    resolver: TxtResolver
+    clock: Clock = system_clock
     # Revisions the code expects; /readyz compares them with the database's.
     expected_heads: frozenset[str] = frozenset()
+    # Resolves rua hosts for HTTPS delivery (SPEC §5); needed only to open the senders.
+    address_resolver: AddressResolver | None = None
+    # SMTP relay, HTTPS poster, DKIM key: opened by `open_senders` on first use (a bad
+    # DKIM key then stops the scheduler's start); tests pass senders aimed at loopback.
+    senders: Senders | None = None
     authenticator: Authenticator = field(init=False)
     committer: GroupCommitter = field(init=False)
     inbound_committer: ReportCommitter = field(init=False)
-    # DNS for `_smtp._tls` lookups; None builds the real one from settings.dns. Tests pass
-    # a fake resolver.
-    resolver: TxtResolver = None  # type: ignore[assignment]
-    # SMTP relay, HTTPS poster, DKIM key: opened on first use (app.delivery.service
-    # .senders_of); tests pass senders aimed at loopback servers.
-    senders: Senders | None = None
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.pool)
         self.committer = GroupCommitter(self.pool)
         self.inbound_committer = ReportCommitter(self.pool)
-        if self.resolver is None:
-            self.resolver = DnsResolver(self.settings.dns)
+
+    def open_senders(self) -> Senders:
+        """The process's senders, opened on first use; raises DkimKeyError for a key
+        that is configured but unusable."""
+        if self.senders is None:
+            if self.address_resolver is None:
+                raise RuntimeError("no address resolver: the senders can not be opened")
+            self.senders = open_senders(self.settings, self.address_resolver)
+        return self.senders
 
     async def close(self) -> None:
         if self.senders is not None:
@@ -64,4 +66,11 @@ async def open_resources(settings: Settings, database_url: str) -> Resources:
     from app.db.pool import open_pool
 
     pool = await open_pool(database_url, settings.database)
-    return Resources(settings=settings, pool=pool, expected_heads=expected_heads())
+    dns = DnsResolver(settings.dns)
+    return Resources(
+        settings=settings,
+        pool=pool,
+        resolver=dns,
+        address_resolver=dns,
+        expected_heads=expected_heads(),
+    )

@@ -29,6 +29,7 @@ from app.main import create_app
 from app.resources import Resources
 from app.tokens.service import Scope, create_token
 from tests.clock import FakeClock
+from tests.dns.fake_resolver import FakeResolver
 
 _RUN = f"{os.getpid()}_{secrets.token_hex(3)}"
 _counter = itertools.count()
@@ -135,7 +136,13 @@ async def resources(
     settings: Settings, database_url: str, clock: FakeClock
 ) -> AsyncIterator[Resources]:
     pool = await open_pool(database_url, settings.database)
-    res = Resources(settings=settings, pool=pool, clock=clock, expected_heads=expected_heads())
+    res = Resources(
+        settings=settings,
+        pool=pool,
+        resolver=FakeResolver(),
+        clock=clock,
+        expected_heads=expected_heads(),
+    )
     try:
         yield res
     finally:

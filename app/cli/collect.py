@@ -25,7 +25,8 @@ from app.collector.service import Collector, CollectorOptions
 from app.collector.sinks import ApiSink, DatabaseSink, Sink, read_token_file
 from app.collector.spool import SpoolInUseError
 from app.config import Settings
-from app.resources import Resources, utc_now
+from app.clock import system_clock
+from app.resources import Resources
 
 if TYPE_CHECKING:
     from app.main import Hook
@@ -164,7 +165,7 @@ async def _run(
             settings.database_url.get_secret_value(), settings.database, wait=False
         )
         sink = DatabaseSink(pool)
-    collector = Collector(options, sink, clock=utc_now)
+    collector = Collector(options, sink, clock=system_clock)
     server: Any = None
     try:
         try:

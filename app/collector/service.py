@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import orjson
@@ -33,7 +33,7 @@ from app.collector.metrics import CollectorStats
 from app.collector.reader_process import ProcessReader
 from app.collector.sinks import BatchRefusedError, Sink, SinkUnavailableError
 from app.collector.spool import Spool, SpoolFullError
-from app.resources import utc_now
+from app.clock import Clock
 from app.tlsrpt.libtlsrpt import Datagram, DatagramError, parse_datagram
 
 log = logging.getLogger(__name__)
@@ -62,13 +62,9 @@ class CollectorOptions:
     delivery_timeout_seconds: float = 60.0
     # On stop, spooled batches are still sent for this long when the sink is up.
     stop_drain_seconds: float = 5.0
-    # Read the socket in a child process (with the real clock; a test clock needs the
-    # thread, which stamps datagrams with it).
+    # Read the socket in a child process, which stamps datagrams with the system clock
+    # (production). False reads it in a thread that stamps them with the injected clock.
     reader_process: bool = True
-
-
-def clock_is_real(clock: Callable[[], datetime]) -> bool:
-    return clock is utc_now
 
 
 class Collector:
@@ -78,7 +74,7 @@ class Collector:
         self,
         options: CollectorOptions,
         sink: Sink,
-        clock: Callable[[], datetime],
+        clock: Clock,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.options = options
@@ -119,12 +115,11 @@ class Collector:
             mode=o.mode,
             receive_buffer=o.receive_buffer,
         )
-        if clock_is_real(self._clock) and o.reader_process:
+        if o.reader_process:
             self._reader = ProcessReader(sock, o.socket_path)
         else:
             clock = self._clock
-            stamp = time.time if clock_is_real(clock) else (lambda: clock().timestamp())
-            self._reader = DatagramReader(sock, o.socket_path, stamp)
+            self._reader = DatagramReader(sock, o.socket_path, lambda: clock().timestamp())
             # A reader thread must get the GIL back within a fraction of the socket
             # queue's slack (10 datagrams are 2 ms at 5,000/s); Python's default hands it
             # over every 5 ms. Process-wide; the child-process reader needs none of this.

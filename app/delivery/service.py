@@ -22,27 +22,18 @@ from datetime import date, datetime
 from app import metrics
 from app.delivery import store
 from app.delivery.attempt import Outcome, attempt
-from app.delivery.senders import Senders, open_senders
-from app.dns.resolver import DnsResolver
-from app.resources import Resources, utc_now
+from app.delivery.senders import Senders
+from app.resources import Resources
 
 log = logging.getLogger(__name__)
 
 
-def comparison_time(resources: Resources) -> datetime | None:
-    """The time for due/lease comparisons: None (the database's clock) unless injected."""
-    return None if resources.clock is utc_now else resources.clock()
+def comparison_time(resources: Resources) -> datetime:
+    return resources.clock()
 
 
 def senders_of(resources: Resources) -> Senders:
-    """The process's senders, opened on first use."""
-    if resources.senders is None:
-        # rua hosts are resolved by the service's own resolver (SPEC §5).
-        resolver = resources.resolver
-        if not isinstance(resolver, DnsResolver):
-            resolver = DnsResolver(resources.settings.dns)
-        resources.senders = open_senders(resources.settings, resolver)
-    return resources.senders
+    return resources.open_senders()
 
 
 async def deliver_due(

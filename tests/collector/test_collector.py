@@ -24,7 +24,7 @@ from app.collector.listener import (
 )
 from app.collector.reader_process import ProcessReader
 from app.collector.service import Collector, CollectorOptions
-from app.resources import utc_now
+from app.clock import system_clock
 from tests.collector.datagrams import Expected, encode, random_datagram
 from tests.collector.memory import MemorySink, clean, counted, send_all
 
@@ -39,6 +39,7 @@ def options(tmp_path: Path, **overrides: object) -> CollectorOptions:
         "poll_seconds": 0.01,
         "retry_initial_seconds": 0.01,
         "retry_max_seconds": 0.05,
+        "reader_process": False,
     }
     values.update(overrides)
     return CollectorOptions(**values)  # type: ignore[arg-type]
@@ -318,9 +319,9 @@ def test_the_reader_process_delivers_everything_queued_at_stop(tmp_path: Path) -
     assert reader.received == 508
 
 
-async def test_the_real_clock_reads_through_the_child_process(tmp_path: Path) -> None:
+async def test_the_production_reader_reads_through_the_child_process(tmp_path: Path) -> None:
     sink = MemorySink()
-    collector = Collector(options(tmp_path), sink, clock=utc_now)
+    collector = Collector(options(tmp_path, reader_process=True), sink, clock=system_clock)
     await collector.start()
     assert isinstance(collector._reader, ProcessReader)
     datagrams, expected = generated(2000, seed=80)

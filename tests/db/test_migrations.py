@@ -10,6 +10,7 @@ from app.db.migrate import expected_heads, upgrade
 from app.db.pool import open_pool
 from app.main import create_app
 from app.resources import Resources
+from tests.dns.fake_resolver import FakeResolver
 
 
 def tables(url: str) -> set[str]:
@@ -35,7 +36,9 @@ def test_migrations_apply_from_empty_and_are_idempotent(empty_database_url: str)
 async def test_readyz_is_503_until_migrated(empty_database_url: str) -> None:
     settings = Settings(database_url=empty_database_url)
     pool = await open_pool(empty_database_url, settings.database)
-    resources = Resources(settings=settings, pool=pool, expected_heads=expected_heads())
+    resources = Resources(
+        settings=settings, pool=pool, resolver=FakeResolver(), expected_heads=expected_heads()
+    )
     app = create_app(settings, resources)
     try:
         async with httpx.AsyncClient(
@@ -62,7 +65,9 @@ async def test_readyz_is_503_when_the_database_is_unreachable() -> None:
         max_size=1,
     )
     await pool.open(wait=False)
-    resources = Resources(settings=settings, pool=pool, expected_heads=expected_heads())
+    resources = Resources(
+        settings=settings, pool=pool, resolver=FakeResolver(), expected_heads=expected_heads()
+    )
     app = create_app(settings, resources)
     try:
         async with httpx.AsyncClient(

@@ -28,6 +28,7 @@ from app.db.migrate import expected_heads
 from app.db.pool import open_pool
 from app.delivery.senders import open_senders
 from app.resources import Resources
+from tests.dns.fake_resolver import FakeResolver
 from tests.clock import FakeClock
 from tests.delivery.certs import LoopbackCa
 from tests.delivery.sinks import HttpsReceiver, SmtpHandler, https_receiver, smtp_sink
@@ -62,7 +63,11 @@ class DeliveryEnv:
         settings = self.settings.model_copy(update=changes) if changes else self.settings
         pool = await open_pool(self.database_url, settings.database)
         resources = Resources(
-            settings=settings, pool=pool, clock=self.clock, expected_heads=expected_heads()
+            settings=settings,
+            pool=pool,
+            resolver=FakeResolver(),
+            clock=self.clock,
+            expected_heads=expected_heads(),
         )
         resources.senders = open_senders(settings, self.resolver)
         self.opened.append(resources)
