@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from app.cli.runtime import settings_or_exit
+from app.clock import system_clock
 from app.collector.listener import NotASocketError, SocketInUseError
 from app.collector.metrics import StatsCollector
 from app.collector.service import Collector, CollectorOptions
 from app.collector.sinks import ApiSink, DatabaseSink, Sink, read_token_file
 from app.collector.spool import SpoolInUseError
 from app.config import Settings
-from app.clock import system_clock
 from app.resources import Resources
 
 if TYPE_CHECKING:

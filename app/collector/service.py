@@ -27,13 +27,13 @@ from pathlib import Path
 
 import orjson
 
+from app.clock import Clock
 from app.collector.batch import Batch, DayTallies, format_batch, parse_batch
 from app.collector.listener import DEFAULT_RECEIVE_BUFFER, DatagramReader, bind_socket
 from app.collector.metrics import CollectorStats
 from app.collector.reader_process import ProcessReader
 from app.collector.sinks import BatchRefusedError, Sink, SinkUnavailableError
 from app.collector.spool import Spool, SpoolFullError
-from app.clock import Clock
 from app.tlsrpt.libtlsrpt import Datagram, DatagramError, parse_datagram
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from app.clock import system_clock
 from app.collector.listener import (
     DatagramReader,
     NotASocketError,
@@ -24,7 +25,6 @@ from app.collector.listener import (
 )
 from app.collector.reader_process import ProcessReader
 from app.collector.service import Collector, CollectorOptions
-from app.clock import system_clock
 from tests.collector.datagrams import Expected, encode, random_datagram
 from tests.collector.memory import MemorySink, clean, counted, send_all
 

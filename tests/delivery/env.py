@@ -28,10 +28,10 @@ from app.db.migrate import expected_heads
 from app.db.pool import open_pool
 from app.delivery.senders import open_senders
 from app.resources import Resources
-from tests.dns.fake_resolver import FakeResolver
 from tests.clock import FakeClock
 from tests.delivery.certs import LoopbackCa
 from tests.delivery.sinks import HttpsReceiver, SmtpHandler, https_receiver, smtp_sink
+from tests.dns.fake_resolver import FakeResolver
 
 
 class FakeAddressResolver:
