@@ -16,7 +16,7 @@ from app.delivery.https import AddressResolver
 from app.delivery.senders import Senders, open_senders
 from app.dns.resolver import DnsResolver, TxtResolver
 from app.inbound.group_commit import ReportCommitter
-from app.ingest.group_commit import GroupCommitter
+from app.ingest.service import IngestCommitter
 from app.tokens.service import Authenticator
 
 
@@ -35,12 +35,12 @@ class Resources:
     # DKIM key then stops the scheduler's start); tests pass senders aimed at loopback.
     senders: Senders | None = None
     authenticator: Authenticator = field(init=False)
-    committer: GroupCommitter = field(init=False)
+    committer: IngestCommitter = field(init=False)
     inbound_committer: ReportCommitter = field(init=False)
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.pool)
-        self.committer = GroupCommitter(self.pool)
+        self.committer = IngestCommitter(self.pool, self.clock)
         self.inbound_committer = ReportCommitter(self.pool)
 
     def open_senders(self) -> Senders:

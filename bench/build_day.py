@@ -23,7 +23,8 @@ import subprocess
 import sys
 import time
 import zlib
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as day_time
 from pathlib import Path
 
 import psycopg
@@ -37,13 +38,19 @@ from app.config import Settings  # noqa: E402
 from app.db.migrate import upgrade  # noqa: E402
 from app.db.pool import open_pool  # noqa: E402
 from app.dns.resolver import TxtAnswer  # noqa: E402
-from app.ingest.service import record_tally  # noqa: E402
+from app.ingest.service import IngestCommitter, record_tally  # noqa: E402
 from app.report.service import build_day  # noqa: E402
-from app.resources import Resources  # noqa: E402
 from app.tlsrpt.model import FailureDetail, Policy, PolicyType, ResultType  # noqa: E402
 from app.tlsrpt.tally import Tally  # noqa: E402
 
 DAY = date(2026, 11, 23)
+
+
+def clock() -> datetime:
+    """The service's time during the benchmark: the day after DAY."""
+    return datetime.combine(DAY + timedelta(days=1), day_time(12), UTC)
+
+
 BATCH = 10_000
 FAILURES = [
     ResultType.CERTIFICATE_EXPIRED,
@@ -73,6 +80,7 @@ async def load(url: str, domains: int, results: int) -> None:
     """Ingest `results` sessions over `domains` policy domains via the ingest service."""
     settings = Settings(database_url=SecretStr(url))
     pool = await open_pool(url, settings.database)
+    committer = IngestCommitter(pool, clock)
     rng = random.Random(8460)
     all_policies = [policies(i) for i in range(domains)]
     try:
@@ -90,11 +98,12 @@ async def load(url: str, domains: int, results: int) -> None:
                 )
             tally.add_session(DAY, policy, detail)
             if tally.sessions == BATCH:
-                await record_tally(pool, tally)
+                await record_tally(committer, clock, settings, tally)
                 tally = Tally()
         if len(tally):
-            await record_tally(pool, tally)
+            await record_tally(committer, clock, settings, tally)
     finally:
+        await committer.close()
         await pool.close()
 
 
@@ -111,15 +120,15 @@ class InstantResolver:
 async def build(url: str) -> None:
     settings = Settings(database_url=SecretStr(url))
     pool = await open_pool(url, settings.database)
-    resources = Resources(settings=settings, pool=pool, resolver=InstantResolver())
+    resolver = InstantResolver()
     try:
         started = time.perf_counter()
         cpu_started = time.process_time()
-        summary = await build_day(resources, DAY)
+        summary = await build_day(pool, resolver, clock, settings.report, DAY)
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
         again_started = time.perf_counter()
-        again = await build_day(resources, DAY)
+        again = await build_day(pool, resolver, clock, settings.report, DAY)
         again_elapsed = time.perf_counter() - again_started
     finally:
         await pool.close()

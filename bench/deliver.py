@@ -125,10 +125,10 @@ async def benchmark(args: argparse.Namespace, database_url: str, work: Path) -> 
         for _ in range(3):
             tally.add_session(day, policy, None)
         tally.add_session(day, policy, detail)
-    await record_tally(pool, tally)
+    await record_tally(resources.committer, resources.clock, settings, tally)
 
     started = time.perf_counter()
-    summary = await build_day(resources, day)
+    summary = await build_day(pool, dns, resources.clock, settings.report, day)
     built = time.perf_counter() - started
     print(f"build_day: {summary.built} reports in {built:.1f} s ({summary.built / built:.0f}/s)")
 

@@ -16,7 +16,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.ingest.service import ClosedDayError
+from app.ingest.service import (
+    MAX_REPORTED_PROBLEMS,
+    ClosedDayError,
+    DayNotAcceptedError,
+    InvalidResultsError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +108,18 @@ def install_error_handlers(app: FastAPI) -> None:
             "day_closed",
             f"results for {days} are refused: the day's reports are already built",
             [{"field": "timestamp", "reason": f"day {d.isoformat()} is closed"} for d in exc.days],
+        )
+
+    @app.exception_handler(InvalidResultsError)
+    async def _invalid_results(_: Request, exc: InvalidResultsError) -> Response:
+        return error_response(
+            422, "invalid_results", str(exc), exc.problems[:MAX_REPORTED_PROBLEMS]
+        )
+
+    @app.exception_handler(DayNotAcceptedError)
+    async def _day_not_accepted(_: Request, exc: DayNotAcceptedError) -> Response:
+        return error_response(
+            422, "invalid_request", str(exc), [{"field": "day", "reason": exc.why}]
         )
 
     @app.exception_handler(RequestValidationError)

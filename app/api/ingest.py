@@ -1,34 +1,35 @@
 """`POST /v1/results`: MTAs report the TLS outcome of their SMTP sessions.
 
-The batch is all-or-nothing: every item is validated before anything is stored, and
-the 200 is sent after the commit.
+This module parses and authenticates; the rules (window, closed days, semantic checks,
+counting, metrics) are the ingest service's. The 200 is sent after the commit.
 """
 
 from __future__ import annotations
 
 import functools
-from datetime import UTC
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from app import metrics
 from app.api.auth import BEARER_SECURITY, authorize, get_resources
 from app.api.body import read_body
 from app.api.errors import ApiError, responses, validation_details
-from app.api.ingest_schemas import PolicyIn, ResultIn, ResultsAccepted, ResultsIn
-from app.ingest.service import TimestampWindow
+from app.ingest import service as ingest
+from app.ingest.wire import ResultIn, ResultsIn
 from app.tlsrpt.model import Policy
-from app.tlsrpt.tally import Tally
+from app.tlsrpt.wire import PolicyIn
 from app.tokens.service import Scope
 
 router = APIRouter(tags=["ingest"])
 # Request bodies read by hand (for the size cap) are documented through these models.
 DOCUMENTED_MODELS: list[type] = [ResultsIn]
 
-MAX_REPORTED_ERRORS = 100
+
+class ResultsAccepted(BaseModel):
+    accepted: int = Field(description="Results stored (items of the batch).")
+    sessions: int = Field(description="Sessions counted (the sum of `count`).")
 
 
 class _ResultFieldsIn(ResultIn):
@@ -60,7 +61,7 @@ def _policy_of(raw: Any) -> Policy:
     return _policy.validate_python(raw).to_policy()
 
 
-def parse_results(raw: list[Any]) -> list[tuple[ResultIn, Policy]]:
+def parse_results(raw: list[Any]) -> list[ingest.SessionResult]:
     """Validate every item; raise ApiError 422 listing each bad item's field and reason."""
     details: list[dict[str, Any]] = []
     try:
@@ -81,29 +82,50 @@ def parse_results(raw: list[Any]) -> list[tuple[ResultIn, Policy]]:
                 d["index"] = index
                 details.append(d)
     if details:
-        details.sort(key=lambda d: d["index"] if d["index"] is not None else -1)
         raise invalid_items(details, len(raw))
-    return list(zip(items, policies, strict=True))
+    return [
+        ingest.SessionResult(
+            policy,
+            item.failure_detail(item.result_type),
+            item.timestamp,
+            item.count,
+            item.report_delivery,
+            item.recipient_domain,
+        )
+        for item, policy in zip(items, policies, strict=True)
+    ]
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
+async def read_ingest_body(request: Request, list_key: str) -> tuple[dict[str, Any], list[Any]]:
+    """The JSON object of an ingest body and its list `list_key`; 400/413/422 counted as
+    refused batches."""
+    limits = get_resources(request).settings.ingest
     try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise ApiError(422, "invalid_request", "the body must be a JSON object")
-    return document
+        body = await read_body(request, limits.max_body_bytes)
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise ApiError(422, "invalid_request", "the body must be a JSON object")
+        raw = document.get(list_key)
+        if isinstance(raw, list) and len(raw) > limits.max_batch_items:
+            raise ApiError(
+                413,
+                "batch_too_large",
+                f"{len(raw)} {list_key} in one batch; the limit is {limits.max_batch_items}",
+            )
+    except ApiError as exc:
+        ingest.note_refused(
+            ingest.REFUSED_TOO_LARGE if exc.status == 413 else ingest.REFUSED_MALFORMED
+        )
+        raise
+    return document, raw if isinstance(raw, list) else []
 
 
-def invalid_items(details: list[dict[str, Any]], total: int) -> ApiError:
-    bad = len({d["index"] for d in details})
-    return ApiError(
-        422,
-        "invalid_results",
-        f"{bad} of {total} results are invalid; nothing was stored",
-        details[:MAX_REPORTED_ERRORS],
-    )
+def invalid_items(details: list[dict[str, Any]], total: int) -> ingest.InvalidResultsError:
+    ingest.note_refused(ingest.REFUSED_INVALID)
+    return ingest.InvalidResultsError(details, total)
 
 
 @router.post(
@@ -126,51 +148,13 @@ def invalid_items(details: list[dict[str, Any]], total: int) -> ApiError:
 async def post_results(request: Request) -> ResultsAccepted:
     await authorize(request, Scope.INGEST)
     resources = get_resources(request)
-    settings = resources.settings
-    document = parse_json_object(await read_body(request, settings.ingest.max_body_bytes))
-    raw = document.get("results")
-    if set(document) != {"results"} or not isinstance(raw, list) or not raw:
+    document, raw = await read_ingest_body(request, "results")
+    if set(document) != {"results"} or not raw:
+        ingest.note_refused(ingest.REFUSED_MALFORMED)
         raise ApiError(
             422, "invalid_request", 'the body must be {"results": [...]} with at least one result'
         )
-    if len(raw) > settings.ingest.max_batch_items:
-        raise ApiError(
-            413,
-            "batch_too_large",
-            f"{len(raw)} results in one batch; the limit is {settings.ingest.max_batch_items}",
-        )
-    items = parse_results(raw)
-    now = resources.clock()
-    window = TimestampWindow.at(now, settings)
-    tally = Tally()
-    problems = []
-    for index, (item, policy) in enumerate(items):
-        extra = item.detail_fields_on_success()
-        if extra is not None:
-            problems.append(
-                {
-                    "index": index,
-                    "field": None,
-                    "reason": f"failure-detail fields on a success result: {extra}",
-                }
-            )
-            continue
-        ts = item.timestamp or now
-        reason = window.problem(ts)
-        if reason is not None:
-            problems.append({"index": index, "field": "timestamp", "reason": reason})
-            continue
-        tally.add_session(
-            ts.astimezone(UTC).date(),
-            policy,
-            item.to_detail(),
-            count=item.count,
-            report_delivery=item.report_delivery,
-            recipient_domain=item.recipient_domain,
-        )
-    if problems:
-        raise invalid_items(problems, len(raw))
-    await resources.committer.record(tally)
-    metrics.INGEST_RESULTS.inc(len(items))
-    metrics.INGEST_SESSIONS.inc(tally.sessions)
-    return ResultsAccepted(accepted=len(items), sessions=tally.sessions)
+    recorded = await ingest.record_results(
+        resources.committer, resources.clock, resources.settings, parse_results(raw)
+    )
+    return ResultsAccepted(accepted=recorded.results, sessions=recorded.sessions)

@@ -99,8 +99,11 @@ async def preview(
     day: Annotated[dt.date, Query(description="The UTC day, YYYY-MM-DD.")],
 ) -> Response:
     domain = policy_domain
+    res = get_resources(request)
     try:
-        result = await views.preview_report(get_resources(request), day, domain)
+        result = await views.preview_report(
+            res.pool, res.resolver, res.settings.report, day, domain
+        )
     except service.NoReportError as exc:
         details = [{"field": "reason", "reason": exc.reason}]
         if exc.detail:
@@ -134,7 +137,7 @@ async def list_reports(
     request: Request,
     day: Annotated[dt.date, Query(description="The UTC day, YYYY-MM-DD.")],
 ) -> DayReports:
-    listing = await views.list_day(get_resources(request), day)
+    listing = await views.list_day(get_resources(request).pool, day)
     return DayReports(
         day=day,
         reports=[
@@ -159,7 +162,7 @@ async def list_reports(
 
 
 async def _stored(request: Request, report_pk: int) -> StoredReport:
-    report = await views.get_report(get_resources(request), report_pk)
+    report = await views.get_report(get_resources(request).pool, report_pk)
     if report is None:
         raise ApiError(404, "not_found", f"no report with id {report_pk}")
     return report

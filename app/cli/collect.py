@@ -26,6 +26,7 @@ from app.collector.service import Collector, CollectorOptions
 from app.collector.sinks import ApiSink, DatabaseSink, Sink, read_token_file
 from app.collector.spool import SpoolInUseError
 from app.config import Settings
+from app.ingest.service import IngestCommitter
 from app.resources import Resources
 
 if TYPE_CHECKING:
@@ -155,6 +156,7 @@ async def _run(
     from app.db.pool import open_pool
 
     pool = None
+    committer = None
     sink: Sink
     if api:
         sink = ApiSink(api, token, timeout=settings.https.timeout_seconds)
@@ -164,7 +166,8 @@ async def _run(
         pool = await open_pool(
             settings.database_url.get_secret_value(), settings.database, wait=False
         )
-        sink = DatabaseSink(pool)
+        committer = IngestCommitter(pool, system_clock)
+        sink = DatabaseSink(committer, system_clock, settings)
     collector = Collector(options, sink, clock=system_clock)
     server: Any = None
     try:
@@ -188,6 +191,8 @@ async def _run(
         if server is not None:
             server.shutdown()
         await sink.aclose()
+        if committer is not None:
+            await committer.close()
         if pool is not None:
             await pool.close()
     return 0
@@ -217,7 +222,11 @@ def serve_hooks(args: argparse.Namespace, settings: Settings) -> list[Hook]:
     )
 
     async def start(resources: Resources) -> Any:
-        collector = Collector(options, DatabaseSink(resources.pool), clock=resources.clock)
+        collector = Collector(
+            options,
+            DatabaseSink(resources.committer, resources.clock, resources.settings),
+            clock=resources.clock,
+        )
         await collector.start()
         exposed = StatsCollector(collector.stats)
         REGISTRY.register(exposed)

@@ -16,7 +16,13 @@ import sys
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
-from app.cli.runtime import database_url, opened, settings_or_exit
+from app.cli.runtime import (
+    announce_configuration,
+    database_url,
+    opened,
+    scheduler_of,
+    settings_or_exit,
+)
 from app.config import Settings
 from app.delivery import suppression
 from app.delivery.errors import DeliveryError
@@ -26,7 +32,7 @@ from app.delivery.signing import DkimKeyError
 from app.delivery.store import DeliveryRow
 from app.delivery.suppression_store import SuppressionRow
 from app.resources import Resources
-from app.scheduler.service import Scheduler, announce_configuration, instance_name, stop_scheduler
+from app.scheduler.service import instance_name, stop_scheduler
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -99,7 +105,9 @@ async def _send_async(settings: Settings, url: str, day: date, *, dry_run: bool)
         def built(done: int, total: int) -> None:
             print(f"\rbuilding {day}: {done}/{total} domains", end="", file=sys.stderr)
 
-        summary = await build_day(res, day, progress=built)
+        summary = await build_day(
+            res.pool, res.resolver, res.clock, res.settings.report, day, progress=built
+        )
         print(
             f"\rbuilt {day}: {summary.built} reports, {summary.no_report} domains without, "
             f"{summary.pending} waiting for DNS, {summary.already_done} already done",
@@ -147,7 +155,7 @@ async def _dry_run(res: Resources, day: date) -> int:
         print(f"no results for {day}: nothing would be sent")
     for domain in domains:
         try:
-            preview = await preview_report(res, day, domain)
+            preview = await preview_report(res.pool, res.resolver, res.settings.report, day, domain)
         except NoReportError as exc:
             print(f"{domain}: no report ({exc.reason})")
             continue
@@ -191,8 +199,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 async def _worker_async(settings: Settings, url: str) -> None:
     async with opened(settings, url) as res:
-        announce_configuration(res)
-        scheduler = Scheduler(res)
+        scheduler = scheduler_of(res)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, scheduler.stop)

@@ -46,7 +46,9 @@ def _preview(args: argparse.Namespace) -> int:
 
     async def run(url: str) -> views.Preview:
         async with opened(settings, url) as res:
-            return await views.preview_report(res, day, domain)
+            return await views.preview_report(
+                res.pool, res.resolver, res.settings.report, day, domain
+            )
 
     with database_url(settings) as url:
         try:

@@ -1,19 +1,26 @@
 """What every CLI command shares: settings that exit with readable lines, the database
 URL (a configured server, or the embedded one started and stopped around the command),
-and opened resources."""
+opened resources, and the scheduler built on them."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
 from app.config import Settings, SettingsError, load_settings
+from app.delivery.senders import Senders, startup_warnings
 from app.logs import setup_logging
 from app.resources import Resources, open_resources
+from app.scheduler.service import Scheduler, stop_scheduler
+
+log = logging.getLogger(__name__)
 
 
 def settings_or_exit() -> Settings:
@@ -66,3 +73,36 @@ class GracefulServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+
+
+def announce_configuration(resources: Resources) -> Senders:
+    """Open the senders (a configured but unusable DKIM key raises DkimKeyError) and say
+    plainly what will not be sent."""
+    senders = resources.open_senders()
+    for line in startup_warnings(resources.settings, senders):
+        log.warning("delivery_limited", extra={"fields": {"message": line}})
+    return senders
+
+
+def scheduler_of(resources: Resources, **options: Any) -> Scheduler:
+    """The scheduler on this process's resources (see `announce_configuration`)."""
+    return Scheduler(
+        resources.pool,
+        resources.resolver,
+        announce_configuration(resources),
+        resources.clock,
+        resources.settings,
+        **options,
+    )
+
+
+async def start_scheduler(resources: Resources) -> Callable[[], Awaitable[None]]:
+    """Run the scheduler in the background; returns the coroutine function that stops it
+    (the `tlsrpt serve` lifespan hook)."""
+    scheduler = scheduler_of(resources)
+    task = asyncio.create_task(scheduler.run(), name="tlsrpt-scheduler")
+
+    async def stop() -> None:
+        await stop_scheduler(scheduler, task, resources.settings.scheduler.stop_timeout_seconds)
+
+    return stop

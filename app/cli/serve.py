@@ -59,11 +59,11 @@ def _listen_address(value: str) -> str:
 
 def serve(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
+    from app.cli.runtime import start_scheduler
     from app.delivery.senders import check_dkim_key
     from app.delivery.signing import DkimKeyError
     from app.inbound.lmtp import lmtp_hook
     from app.main import Hook, create_app
-    from app.scheduler.service import start_scheduler
 
     if not args.no_scheduler:
         try:
@@ -142,8 +142,8 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
 
 def worker_app() -> FastAPI:
     """The app of one `serve --workers` process (uvicorn calls this factory)."""
+    from app.cli.runtime import start_scheduler
     from app.main import Hook, create_app
-    from app.scheduler.service import start_scheduler
 
     settings = settings_or_exit()
     hooks: list[Hook] = [start_scheduler] if os.environ.get(WORKER_SCHEDULER_ENV) == "1" else []

@@ -4,8 +4,8 @@
 `seal` turns them into `Batch`es: counters, not sessions, so a second of 50,000
 datagrams to 1,000 domains is a batch of about 1,000 policies. A batch carries a random
 `batch_id` under which the database records it once (a batch delivered again after a
-lost acknowledgement is not counted twice). Its wire form, with RFC 8460 §4.4 names, is
-both the spool record and the body of `POST /v1/tallies`:
+lost acknowledgement is not counted twice). Its wire form (`app.ingest.wire.TalliesIn`,
+RFC 8460 §4.4 names) is both the spool record and the body of `POST /v1/tallies`:
 
     {"batch-id": "...", "day": "2025-06-01", "policies": [
         {"policy": {...}, "summary": {...}, "failure-details": [...],
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from app.ingest.wire import TalliesIn, format_tallies
 from app.tlsrpt.libtlsrpt import Datagram
-from app.tlsrpt.model import FailureDetail, Policy, PolicyAggregate, PolicyType, ResultType
+from app.tlsrpt.model import FailureDetail
 from app.tlsrpt.tally import Tally
-from app.tlsrpt.wire import format_policy
 
 
 @dataclass(slots=True)
@@ -85,102 +85,13 @@ class DayTallies:
 
 
 def format_batch(batch: Batch) -> dict[str, Any]:
-    """The wire form of a batch (RFC 8460 §4.4 names, as the day-results API shows)."""
-    policies = []
-    for entry in batch.tally:
-        aggregate = PolicyAggregate(
-            entry.policy,
-            entry.success_count,
-            entry.failure_count,
-            entry.trigger_count,
-            list(entry.details.items()),
-        )
-        item = format_policy(aggregate)
-        if entry.recipients:
-            item["recipient-domains"] = [
-                {
-                    "recipient-domain": domain,
-                    "total-successful-session-count": ok,
-                    "total-failure-session-count": failed,
-                }
-                for domain, (ok, failed) in sorted(entry.recipients.items())
-            ]
-        policies.append(item)
-    return {"batch-id": batch.batch_id, "day": batch.day.isoformat(), "policies": policies}
-
-
-_DETAIL_FIELDS = (
-    ("sending-mta-ip", "sending_mta_ip"),
-    ("receiving-mx-hostname", "receiving_mx_hostname"),
-    ("receiving-mx-helo", "receiving_mx_helo"),
-    ("receiving-ip", "receiving_ip"),
-    ("additional-information", "additional_information"),
-    ("failure-reason-code", "failure_reason_code"),
-)
+    """The wire form of a batch: a `TalliesIn` body (RFC 8460 §4.4 names)."""
+    return format_tallies(batch.batch_id, batch.day, batch.tally)
 
 
 def parse_batch(doc: dict[str, Any]) -> Batch:
-    """Read back a batch `format_batch` wrote (a spool record); trusts its input."""
-    day = date.fromisoformat(doc["day"])
-    tally = Tally()
-    for item in doc["policies"]:
-        wire = item["policy"]
-        policy = Policy(
-            policy_type=PolicyType(wire["policy-type"]),
-            policy_domain=wire["policy-domain"],
-            policy_string=tuple(wire.get("policy-string", ())),
-            mx_host=tuple(wire.get("mx-host", ())),
-        )
-        details = {
-            FailureDetail(
-                ResultType(d["result-type"]),
-                **{attr: d.get(name) for name, attr in _DETAIL_FIELDS},
-            ): d["failed-session-count"]
-            for d in item.get("failure-details", ())
-        }
-        summary = item["summary"]
-        add_policy_counts(
-            tally,
-            day,
-            policy,
-            successes=summary["total-successful-session-count"],
-            failures=summary["total-failure-session-count"],
-            details=details,
-            recipients=[
-                (
-                    r["recipient-domain"],
-                    r["total-successful-session-count"],
-                    r["total-failure-session-count"],
-                )
-                for r in item.get("recipient-domains", ())
-            ],
-        )
-    return Batch(day=day, batch_id=doc["batch-id"], tally=tally)
-
-
-def add_policy_counts(
-    tally: Tally,
-    day: date,
-    policy: Policy,
-    *,
-    successes: int,
-    failures: int,
-    details: dict[FailureDetail, int],
-    recipients: list[tuple[str, int, int]],
-) -> None:
-    """Add one policy's pre-counted day, with its per-recipient-domain breakdown.
-
-    The breakdown's sums must not exceed the totals; sessions it does not cover are
-    counted without a recipient domain.
-    """
-    for domain, ok, failed in recipients:
-        tally.add_counts(
-            day, policy, successes=ok, failures=failed, details={}, recipient_domain=domain
-        )
-    tally.add_counts(
-        day,
-        policy,
-        successes=successes - sum(r[1] for r in recipients),
-        failures=failures - sum(r[2] for r in recipients),
-        details=details,
-    )
+    """Read back a batch `format_batch` wrote (a spool record), by the same model the
+    tallies API validates with."""
+    tallies = TalliesIn.model_validate(doc)
+    assert tallies.batch_id is not None
+    return Batch(day=tallies.day, batch_id=tallies.batch_id, tally=tallies.to_tally())

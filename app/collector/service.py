@@ -27,6 +27,7 @@ from pathlib import Path
 
 import orjson
 
+from app.backoff import backoff_seconds
 from app.clock import Clock
 from app.collector.batch import Batch, DayTallies, format_batch, parse_batch
 from app.collector.listener import DEFAULT_RECEIVE_BUFFER, DatagramReader, bind_socket
@@ -94,7 +95,7 @@ class Collector:
         self._absorber: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._retry_at = 0.0
-        self._retry_delay = options.retry_initial_seconds
+        self._failures = 0
         self._unavailable = False
 
     def stats(self) -> CollectorStats:
@@ -292,21 +293,25 @@ class Collector:
             if not isinstance(exc, SinkUnavailableError | TimeoutError):
                 log.exception("collector_delivery_error")
             self._stats.batches_failed += 1
-            self._retry_at = self._monotonic() + self._retry_delay
+            self._failures += 1
+            self._retry_at = self._monotonic() + backoff_seconds(
+                self._failures,
+                initial=self.options.retry_initial_seconds,
+                cap=self.options.retry_max_seconds,
+            )
             if not self._unavailable:
                 log.warning(
                     "collector_sink_unavailable",
                     extra={"fields": {"reason": str(exc) or "timeout"}},
                 )
             self._unavailable = True
-            self._retry_delay = min(self._retry_delay * 2, self.options.retry_max_seconds)
             return False
         self._stats.batches_forwarded += 1
         self._stats.results_forwarded += results
         if self._unavailable:
             log.info("collector_sink_recovered")
         self._unavailable = False
-        self._retry_delay = self.options.retry_initial_seconds
+        self._failures = 0
         return True
 
     def _spool_batch(self, batch: Batch) -> None:

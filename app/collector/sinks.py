@@ -16,9 +16,10 @@ import httpx
 import orjson
 import psycopg
 
+from app.clock import Clock
 from app.collector.batch import Batch, format_batch
-from app.db.pool import Pool
-from app.ingest.service import ClosedDayError, record_tally
+from app.config import Settings
+from app.ingest import service as ingest
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +40,21 @@ class Sink(Protocol):
 
 
 class DatabaseSink:
-    """Records batches in the local database through the ingest service."""
+    """Records batches in the local database through the ingest service, by the same
+    rules as `POST /v1/tallies`."""
 
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+    def __init__(self, committer: ingest.IngestCommitter, clock: Clock, settings: Settings) -> None:
+        self._committer = committer
+        self._clock = clock
+        self._settings = settings
 
     async def deliver(self, batch: Batch) -> None:
         try:
-            recorded = await record_tally(self._pool, batch.tally, batch_id=batch.batch_id)
-        except ClosedDayError as exc:
-            raise BatchRefusedError(f"day closed: {exc}") from None
+            recorded = await ingest.record_tally(
+                self._committer, self._clock, self._settings, batch.tally, batch_id=batch.batch_id
+            )
+        except ingest.IngestRefusedError as exc:
+            raise BatchRefusedError(str(exc)) from None
         except (psycopg.OperationalError, OSError) as exc:
             # Includes PoolTimeout: no connection to be had right now.
             raise SinkUnavailableError(f"{type(exc).__name__}: {exc}") from None
@@ -56,7 +62,7 @@ class DatabaseSink:
             log.info("collector_batch_repeated", extra={"fields": {"batch_id": batch.batch_id}})
 
     async def aclose(self) -> None:
-        """The pool belongs to the caller."""
+        """The committer belongs to the caller."""
 
 
 class ApiSink:

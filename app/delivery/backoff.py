@@ -1,9 +1,9 @@
 """When to try a failed delivery again: exponential backoff with jitter (RFC 8460 §5.5).
 
 RFC 8460 §5.5 asks for redelivery attempts for up to 24 hours after the first attempt.
-The n-th retry waits `initial * factor**(n-1)` seconds, stretched by up to a quarter by the
-injected jitter so that the reports of one day do not retry in lockstep. The last retry is
-moved up to the deadline; after the deadline the delivery has failed. Pure: no clock.
+The wait follows the one backoff rule (`app.backoff`) with the delivery settings; the
+last retry is moved up to the deadline; after the deadline the delivery has failed.
+Pure: no clock.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from app.backoff import backoff_seconds
 from app.config import DeliverySettings
-
-# Largest extra share of a delay added by jitter; jitter() returns a value in [0, 1).
-JITTER_SHARE = 0.25
 
 
 def retry_deadline(first_attempt_at: datetime, settings: DeliverySettings) -> datetime:
@@ -24,16 +22,14 @@ def retry_deadline(first_attempt_at: datetime, settings: DeliverySettings) -> da
 
 def retry_delay(attempts: int, settings: DeliverySettings, jitter: float) -> timedelta:
     """The wait after the `attempts`-th failed attempt (1 for the first failure)."""
-    exponent = max(attempts - 1, 0)
-    # Cap the exponent's effect at the whole window; larger values overflow floats.
-    window = settings.retry_max_hours * 3600.0
-    base = settings.retry_initial_seconds
-    for _ in range(exponent):
-        base *= settings.retry_factor
-        if base >= window:
-            base = window
-            break
-    return timedelta(seconds=base * (1.0 + JITTER_SHARE * jitter))
+    seconds = backoff_seconds(
+        attempts,
+        initial=settings.retry_initial_seconds,
+        factor=settings.retry_factor,
+        cap=settings.retry_max_hours * 3600.0,
+        jitter=jitter,
+    )
+    return timedelta(seconds=seconds)
 
 
 def next_attempt_at(

@@ -1,31 +1,89 @@
-"""Ingest service: validates days, adds a batch's counters, and closes days.
+"""Ingest: the one write path of session results into the day's counters (SPEC §3).
 
-`record_tally` is the one write path (HTTP results, pre-counted tallies, the libtlsrpt
-collector): the whole tally is added in one transaction, so a batch is all-or-nothing,
-and a day being closed concurrently either sees the batch or makes it fail with
-`ClosedDayError` (the shared/exclusive day locks in `store` settle the race).
+Every source calls this module: `POST /v1/results` (`record_results`), `POST /v1/tallies`
+and the libtlsrpt collector (`record_tally`), and any adapter added later. The rules live
+here once: the accepted window of timestamps and days, the refusal of closed days,
+semantic checks, counting into a `Tally`, and the metrics (accepted, and refused by
+reason). A batch is all-or-nothing and is committed before these functions return.
+
+Writes go through `IngestCommitter` (group commit, `app.db.group_commit`): requests that
+arrive together share one transaction, and each is still all-or-nothing. A day being
+closed concurrently either sees a batch or makes it fail with `ClosedDayError`: ingest
+holds the day's advisory lock shared, closing takes it exclusively. A batch with a
+`batch_id` is recorded once (a sender retrying after a lost acknowledgement).
+
+Report building and the scheduler read days and counters, close days and purge through
+the functions at the end of this module, never through `store`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
+from app import metrics
+from app.clock import Clock
 from app.config import Settings
+from app.db.group_commit import GroupCommitQueue, Pending
 from app.db.pool import Pool
 from app.ingest import store
-from app.ingest.store import Conn
-from app.tlsrpt.model import PolicyAggregate
+from app.tlsrpt.model import FailureDetail, Policy, PolicyAggregate, ResultType
 from app.tlsrpt.tally import Tally
+from app.tlsrpt.wire import DETAIL_FIELDS
+
+# Labels of `tlsrpt_ingest_rejected_batches_total`.
+REFUSED_MALFORMED = "malformed"
+REFUSED_TOO_LARGE = "too_large"
+REFUSED_INVALID = "invalid"
+REFUSED_OUT_OF_WINDOW = "out_of_window"
+REFUSED_CLOSED_DAY = "closed_day"
+
+# A refusal lists at most this many item problems.
+MAX_REPORTED_PROBLEMS = 100
 
 
-class ClosedDayError(Exception):
+class IngestRefusedError(Exception):
+    """A batch refused whole; `reason` is the metric label."""
+
+    reason = REFUSED_INVALID
+
+
+class InvalidResultsError(IngestRefusedError):
+    """Items of a batch are invalid: `problems` name each one's index, field and reason."""
+
+    def __init__(self, problems: list[dict[str, Any]], total: int) -> None:
+        self.problems = sorted(problems, key=lambda p: -1 if p["index"] is None else p["index"])
+        self.bad = len({p["index"] for p in problems})
+        self.total = total
+        super().__init__(f"{self.bad} of {total} results are invalid; nothing was stored")
+
+
+class DayNotAcceptedError(IngestRefusedError):
+    """A tally's day is past retention or in the future."""
+
+    reason = REFUSED_OUT_OF_WINDOW
+
+    def __init__(self, day: date, why: str) -> None:
+        self.day = day
+        self.why = why
+        super().__init__(f"day {day.isoformat()} is not accepted: {why}")
+
+
+class ClosedDayError(IngestRefusedError):
     """Results for a day whose reports are already built (SPEC §3: refused, never merged)."""
+
+    reason = REFUSED_CLOSED_DAY
 
     def __init__(self, days: Sequence[date]) -> None:
         self.days = sorted(days)
         super().__init__("closed: " + ", ".join(d.isoformat() for d in self.days))
+
+
+def note_refused(reason: str) -> None:
+    """Count a batch refused before it reached this module (unreadable, too large)."""
+    metrics.INGEST_REJECTED.labels(reason).inc()
 
 
 def oldest_accepted_day(now: datetime, settings: Settings) -> date:
@@ -47,7 +105,7 @@ class TimestampWindow:
     def at(cls, now: datetime, settings: Settings) -> TimestampWindow:
         oldest = oldest_accepted_day(now, settings)
         return cls(
-            earliest=datetime(oldest.year, oldest.month, oldest.day, tzinfo=UTC),
+            earliest=datetime.combine(oldest, time(), UTC),
             latest=now + timedelta(seconds=settings.ingest.max_future_seconds),
             future_seconds=settings.ingest.max_future_seconds,
             retention_days=settings.retention.results_days,
@@ -62,45 +120,194 @@ class TimestampWindow:
         return None
 
 
-async def record_tally(pool: Pool, tally: Tally, *, batch_id: str | None = None) -> bool:
-    """Add the tally's counters in one transaction; raise ClosedDayError, storing nothing.
+@dataclass(frozen=True, slots=True)
+class SessionResult:
+    """The TLS outcome of `count` identical sessions; `detail.result_type` is `success`
+    for sessions without failure."""
 
-    With a `batch_id`, a batch already recorded under that id adds nothing (the sender
-    retried after a lost acknowledgement) and False is returned, even if its day has
-    closed since.
+    policy: Policy
+    detail: FailureDetail
+    timestamp: datetime | None = None
+    count: int = 1
+    report_delivery: bool = False
+    recipient_domain: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    results: int
+    sessions: int
+
+
+def _detail_fields_on_success(detail: FailureDetail) -> str | None:
+    present = [name for name, attr in DETAIL_FIELDS if getattr(detail, attr) is not None]
+    return ", ".join(present) or None
+
+
+def _refuse(error: IngestRefusedError) -> IngestRefusedError:
+    note_refused(error.reason)
+    return error
+
+
+async def record_results(
+    committer: IngestCommitter, clock: Clock, settings: Settings, results: Sequence[SessionResult]
+) -> Recorded:
+    """Count and commit sessions; raise InvalidResultsError or ClosedDayError, storing
+    nothing. A result without a timestamp happened now."""
+    now = clock()
+    window = TimestampWindow.at(now, settings)
+    tally = Tally()
+    problems: list[dict[str, Any]] = []
+    for index, r in enumerate(results):
+        detail: FailureDetail | None = r.detail
+        if r.detail.result_type is ResultType.SUCCESS:
+            extra = _detail_fields_on_success(r.detail)
+            if extra is not None:
+                why = f"failure-detail fields on a success result: {extra}"
+                problems.append({"index": index, "field": None, "reason": why})
+                continue
+            detail = None
+        ts = r.timestamp or now
+        reason = window.problem(ts)
+        if reason is not None:
+            problems.append({"index": index, "field": "timestamp", "reason": reason})
+            continue
+        tally.add_session(
+            ts.astimezone(UTC).date(),
+            r.policy,
+            detail,
+            count=r.count,
+            report_delivery=r.report_delivery,
+            recipient_domain=r.recipient_domain,
+        )
+    if problems:
+        raise _refuse(InvalidResultsError(problems, len(results)))
+    await _commit(committer, tally, None)
+    metrics.INGEST_RESULTS.inc(len(results))
+    metrics.INGEST_SESSIONS.inc(tally.sessions)
+    return Recorded(len(results), tally.sessions)
+
+
+async def record_tally(
+    committer: IngestCommitter,
+    clock: Clock,
+    settings: Settings,
+    tally: Tally,
+    *,
+    batch_id: str | None = None,
+) -> bool:
+    """Add pre-counted sessions (a tally of any days) in one transaction; raise
+    DayNotAcceptedError or ClosedDayError, storing nothing.
+
+    With a `batch_id`, a batch already recorded under that id adds nothing and False is
+    returned, even if its day has closed since.
     """
+    window = TimestampWindow.at(clock(), settings)
+    for day in sorted(tally.days()):
+        why = window.problem(datetime.combine(day, time(), UTC))
+        if why is not None:
+            raise _refuse(DayNotAcceptedError(day, why))
+    recorded = await _commit(committer, tally, batch_id)
+    if recorded:
+        metrics.INGEST_RESULTS.inc(len(tally))
+        metrics.INGEST_SESSIONS.inc(tally.sessions)
+    return recorded
+
+
+async def _commit(committer: IngestCommitter, tally: Tally, batch_id: str | None) -> bool:
     if not len(tally):
         return True
-    days = sorted(tally.days())
-    async with pool.connection() as conn, conn.transaction():
-        await store.lock_days_shared(conn, days)
-        if batch_id is not None and not await store.insert_batch(conn, batch_id, days[-1]):
-            return False
-        closed = await store.list_closed_days(conn, days)
-        if closed:
-            raise ClosedDayError(closed)
-        await store.upsert_counts(conn, tally)
-    return True
+    try:
+        return await committer.submit((tally, batch_id))
+    except ClosedDayError as exc:
+        raise _refuse(exc) from None
 
 
-async def close_day(conn: Conn, day: date) -> bool:
-    """Close a day inside the caller's transaction; True if this call closed it.
+class IngestCommitter(GroupCommitQueue[tuple[Tally, "str | None"], bool]):
+    """Writes the tallies that arrive together in one transaction.
+
+    Each stays all-or-nothing: one whose day turned out to be closed fails alone with
+    ClosedDayError, a repeated batch id settles alone with False; the others are merged
+    and written by one set of multi-row upserts.
+    """
+
+    def __init__(self, pool: Pool, clock: Clock, *, writers: int = 3) -> None:
+        super().__init__(writers=writers, budget=20_000)
+        self._pool = pool
+        self._clock = clock
+
+    def size(self, item: tuple[Tally, str | None]) -> int:
+        return len(item[0])
+
+    async def write_group(self, group: list[Pending[tuple[Tally, str | None], bool]]) -> None:
+        days = sorted(set().union(*(p.item[0].days() for p in group)))
+        accepted: list[Pending[tuple[Tally, str | None], bool]] = []
+        repeated = []
+        async with self._pool.connection() as conn, conn.transaction():
+            await store.lock_days_shared(conn, days)
+            closed = set(await store.list_closed_days(conn, days))
+            for pending in group:
+                tally, batch_id = pending.item
+                refused = closed & tally.days()
+                if refused:
+                    if batch_id is not None and await store.get_batch_exists(conn, batch_id):
+                        repeated.append(pending)
+                    else:
+                        pending.fail(ClosedDayError(sorted(refused)))
+                elif batch_id is not None and not await store.insert_batch(
+                    conn, batch_id, max(tally.days()), self._clock()
+                ):
+                    repeated.append(pending)
+                else:
+                    accepted.append(pending)
+            if len(accepted) == 1:
+                await store.upsert_counts(conn, accepted[0].item[0])
+            elif accepted:
+                merged = Tally()
+                for pending in accepted:
+                    merged.merge(pending.item[0])
+                await store.upsert_counts(conn, merged)
+        for pending in accepted:
+            pending.settle(True)
+        for pending in repeated:
+            pending.settle(False)
+
+
+# The read and maintenance side, for report building and the scheduler.
+
+
+async def close_day(pool: Pool, clock: Clock, day: date) -> bool:
+    """Close a day; True if this call closed it.
 
     Waits for in-flight batches of that day to commit; batches after it get
-    ClosedDayError. The caller builds the day's reports after its commit.
+    ClosedDayError. The caller builds the day's reports after this returns.
     """
-    await store.lock_day_exclusive(conn, day)
-    return await store.upsert_day_closed(conn, day)
+    async with pool.connection() as conn, conn.transaction():
+        await store.lock_day_exclusive(conn, day)
+        return await store.upsert_day_closed(conn, day, clock())
 
 
 async def day_aggregates(
     pool: Pool, day: date, policy_domain: str | None = None
 ) -> list[PolicyAggregate]:
+    """A day's counters (of one policy domain, if given), by policy domain."""
     async with pool.connection() as conn:
         return await store.list_day_aggregates(conn, day, policy_domain)
 
 
-async def purge_expired(pool: Pool, now: datetime, settings: Settings) -> int:
+async def day_domains(pool: Pool, day: date) -> list[str]:
+    """The policy domains with results on `day`, sorted."""
+    async with pool.connection() as conn:
+        return await store.list_day_domains(conn, day)
+
+
+async def open_days_before(pool: Pool, day: date) -> list[date]:
+    """Days with results, not closed yet, before `day`."""
+    async with pool.connection() as conn:
+        return await store.list_open_days_before(conn, day)
+
+
+async def purge_expired(pool: Pool, clock: Clock, settings: Settings) -> int:
     """Delete counters past retention; returns the number of policy rows deleted."""
     async with pool.connection() as conn, conn.transaction():
-        return await store.delete_counts_before(conn, oldest_accepted_day(now, settings))
+        return await store.delete_counts_before(conn, oldest_accepted_day(clock(), settings))

@@ -7,7 +7,7 @@ concurrent batches lock rows in one global order and cannot deadlock.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -62,30 +62,38 @@ async def list_closed_days(conn: Conn, days: list[date]) -> list[date]:
     return [row[0] for row in await cur.fetchall()]
 
 
-async def upsert_day_closed(conn: Conn, day: date) -> bool:
+async def upsert_day_closed(conn: Conn, day: date, now: datetime) -> bool:
     """Mark the day closed; True if this call closed it."""
     cur = await conn.execute(
         """
-        INSERT INTO days (day, closed_at) VALUES (%(day)s, now())
-        ON CONFLICT (day) DO UPDATE SET closed_at = now() WHERE days.closed_at IS NULL
+        INSERT INTO days (day, closed_at) VALUES (%(day)s, %(now)s)
+        ON CONFLICT (day) DO UPDATE SET closed_at = %(now)s WHERE days.closed_at IS NULL
         RETURNING day
         """,
-        {"day": day},
+        {"day": day, "now": now},
     )
     return await cur.fetchone() is not None
 
 
-async def insert_batch(conn: Conn, batch_id: str, day: date) -> bool:
+async def insert_batch(conn: Conn, batch_id: str, day: date, now: datetime) -> bool:
     """Record a batch id; False when it was recorded before (the batch is a repeat).
 
     A concurrent transaction inserting the same id makes this wait for its outcome.
     """
     cur = await conn.execute(
         """
-        INSERT INTO ingest_batches (batch_id, day) VALUES (%(batch_id)s, %(day)s)
+        INSERT INTO ingest_batches (batch_id, day, recorded_at)
+        VALUES (%(batch_id)s, %(day)s, %(now)s)
         ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id
         """,
-        {"batch_id": batch_id, "day": day},
+        {"batch_id": batch_id, "day": day, "now": now},
+    )
+    return await cur.fetchone() is not None
+
+
+async def get_batch_exists(conn: Conn, batch_id: str) -> bool:
+    cur = await conn.execute(
+        "SELECT 1 FROM ingest_batches WHERE batch_id = %(batch_id)s", {"batch_id": batch_id}
     )
     return await cur.fetchone() is not None
 

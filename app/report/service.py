@@ -6,8 +6,11 @@ looks up `_smtp._tls.<domain>` for each (concurrently, bounded by the resolver, 
 transaction open), then stores in one transaction per chunk each
 domain's outcome: a report with one delivery per usable rua, or the reason for none. A
 temporary DNS failure leaves the domain pending, retried with doubling delays for up to
-`dns_retry_max_hours`, then 'gave_up'. Unique keys make a second run a no-op.
-`purge_expired` is retention; `app.report.views` shows operators the outcomes.
+`dns_retry_max_hours`, then 'gave_up': the scheduler runs the day again when the first
+pending domain is due (`BuildSummary.next_retry_at`). Unique keys make a second run a
+no-op. `purge_expired` is retention; `app.report.views` shows operators the outcomes.
+Counters and day closing come from the ingest service; every time written is the
+injected clock's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from app.backoff import backoff_seconds
+from app.clock import Clock
+from app.config import ReportSettings, Settings
+from app.db.pool import Pool
 from app.dns.lookup import (
     LookupOutcome,
     MultipleRecordsError,
@@ -28,11 +35,10 @@ from app.dns.lookup import (
     TemporaryDnsError,
     lookup_many,
 )
+from app.dns.resolver import TxtResolver
 from app.ingest import service as ingest
-from app.ingest import store as ingest_store
 from app.report import store
 from app.report.store import DomainState, NewReport
-from app.resources import Resources
 from app.tlsrpt.model import PolicyAggregate
 from app.tlsrpt.record import TlsrptRecord
 from app.tlsrpt.report import BuiltReport, Reporter, build_report
@@ -78,21 +84,18 @@ class Decision:
     retry_in: float | None = None  # seconds until the next lookup, for 'pending'
 
 
-def reporter_of(resources: Resources) -> Reporter:
-    report = resources.settings.report
-    return Reporter(report.organization_name, report.contact_info)
+def reporter_of(settings: ReportSettings) -> Reporter:
+    return Reporter(settings.organization_name, settings.contact_info)
 
 
 def decide_before_dns(
-    resources: Resources, aggregates: Sequence[PolicyAggregate]
+    settings: ReportSettings, aggregates: Sequence[PolicyAggregate]
 ) -> Decision | None:
     """Reasons not to report that need no DNS lookup, or None to go on."""
     # RFC 8460 §3: sessions that delivered a TLS report never cause a report alone.
     if sum(a.trigger_count for a in aggregates) == 0:
         return Decision("no_report", "only_report_delivery_results")
-    if not resources.settings.report.send_success_only_days and not any(
-        a.failure_count for a in aggregates
-    ):
+    if not settings.send_success_only_days and not any(a.failure_count for a in aggregates):
         return Decision("no_report", "success_only_day_disabled")
     return None
 
@@ -132,7 +135,10 @@ FEW_DOMAINS = 50
 
 
 async def build_day(
-    resources: Resources,
+    pool: Pool,
+    resolver: TxtResolver,
+    clock: Clock,
+    settings: ReportSettings,
     day: date,
     *,
     spread: Callable[[], float] = lambda: 0.0,
@@ -143,12 +149,11 @@ async def build_day(
     Domains go in chunks: while one chunk is decided and stored, the next chunk's DNS
     lookups already run.
     """
-    async with resources.pool.connection() as conn:
-        async with conn.transaction():
-            await ingest.close_day(conn, day)
+    await ingest.close_day(pool, clock, day)
+    async with pool.connection() as conn:
         states = {s.policy_domain: s for s in await store.list_report_domains(conn, day)}
-        domains = await ingest_store.list_day_domains(conn, day)
-    job = _DayBuild(resources, day, states, spread)
+    domains = await ingest.day_domains(pool, day)
+    job = _DayBuild(pool, resolver, settings, clock(), day, states, spread)
     todo = job.triage(domains)
     await job.read_counters(todo)
     chunks = [todo[i : i + CHUNK_SIZE] for i in range(0, len(todo), CHUNK_SIZE)]
@@ -197,17 +202,22 @@ class _DayBuild:
 
     def __init__(
         self,
-        resources: Resources,
+        pool: Pool,
+        resolver: TxtResolver,
+        settings: ReportSettings,
+        now: datetime,
         day: date,
         states: dict[str, DomainState],
         spread: Callable[[], float],
     ) -> None:
-        self.resources = resources
+        self.pool = pool
+        self.resolver = resolver
+        self.settings = settings
         self.day = day
         self.states = states
         self.spread = spread
-        self.now = resources.clock()
-        self.reporter = reporter_of(resources)
+        self.now = now
+        self.reporter = reporter_of(settings)
         self.summary = BuildSummary(day)
         self.counters: dict[str, list[PolicyAggregate]] = defaultdict(list)
 
@@ -226,7 +236,7 @@ class _DayBuild:
         return todo
 
     async def read_counters(self, todo: list[str]) -> None:
-        pool = self.resources.pool
+        pool = self.pool
         if len(todo) <= FEW_DOMAINS:
             for domain in todo:
                 self.counters[domain] = await ingest.day_aggregates(pool, self.day, domain)
@@ -240,13 +250,13 @@ class _DayBuild:
         early: dict[str, Decision] = {}
         to_look_up = []
         for domain in domains:
-            decision = decide_before_dns(self.resources, self.counters[domain])
+            decision = decide_before_dns(self.settings, self.counters[domain])
             if decision is None:
                 to_look_up.append(domain)
             else:
                 early[domain] = decision
         # No transaction is open while DNS answers.
-        return _LookedUp(early, await lookup_many(self.resources.resolver, to_look_up))
+        return _LookedUp(early, await lookup_many(self.resolver, to_look_up))
 
     async def settle(self, looked_up: _LookedUp) -> None:
         """Decide each domain of a chunk and store the outcomes in one transaction."""
@@ -254,7 +264,7 @@ class _DayBuild:
         for domain, outcome in looked_up.outcomes.items():
             if isinstance(outcome, TemporaryDnsError):
                 decisions[domain] = _retry(
-                    self.resources, self.states.get(domain), self.now, outcome
+                    self.settings, self.states.get(domain), self.now, outcome
                 )
             else:
                 decisions[domain] = decide(
@@ -277,10 +287,10 @@ class _DayBuild:
                         delays=tuple(max(0.0, self.spread()) for _ in d.rua),
                     )
                 )
-        async with self.resources.pool.connection() as conn, conn.transaction():
-            written = await store.upsert_report_domains(conn, self.day, rows)
+        async with self.pool.connection() as conn, conn.transaction():
+            written = await store.upsert_report_domains(conn, self.day, rows, self.now)
             await store.insert_reports(
-                conn, self.day, [r for r in reports if r.policy_domain in written]
+                conn, self.day, [r for r in reports if r.policy_domain in written], self.now
             )
         self._count(rows, written)
 
@@ -311,18 +321,18 @@ class _DayBuild:
 
 
 def _retry(
-    resources: Resources, previous: DomainState | None, now: datetime, error: TemporaryDnsError
+    settings: ReportSettings, previous: DomainState | None, now: datetime, error: TemporaryDnsError
 ) -> Decision:
     """Backoff after a temporary DNS failure: pending with a delay, or given up."""
-    settings = resources.settings.report
     attempts = (previous.attempts if previous else 0) + 1
     first = previous.first_attempt_at if previous and previous.first_attempt_at else now
     deadline = first + timedelta(hours=settings.dns_retry_max_hours)
     reason = f"dns_temporary_failure: {error}"[:500]
     if now >= deadline:
         return Decision("gave_up", reason)
-    delay = settings.dns_retry_initial_seconds * 2 ** min(attempts - 1, 20)
-    delay = min(delay, (deadline - now).total_seconds())  # one last try at the deadline
+    remaining = (deadline - now).total_seconds()
+    # One last try at the deadline.
+    delay = backoff_seconds(attempts, initial=settings.dns_retry_initial_seconds, cap=remaining)
     return Decision("pending", reason, retry_in=delay)
 
 
@@ -331,29 +341,18 @@ def _note_retry(summary: BuildSummary, at: datetime) -> None:
         summary.next_retry_at = at
 
 
-async def build_pending(
-    resources: Resources, *, spread: Callable[[], float] = lambda: 0.0
-) -> list[BuildSummary]:
-    """Run `build_day` again for every day with a due DNS retry (the scheduler's loop)."""
-    async with resources.pool.connection() as conn:
-        days = await store.list_due_pending_days(conn, resources.clock())
-    return [await build_day(resources, day, spread=spread) for day in days]
-
-
 @dataclass(frozen=True)
 class PurgeSummary:
     reports: int
     policy_rows: int
 
 
-async def purge_expired(resources: Resources) -> PurgeSummary:
+async def purge_expired(pool: Pool, clock: Clock, settings: Settings) -> PurgeSummary:
     """Retention: delete reports (and deliveries, outcomes) and counters past their days."""
-    settings = resources.settings
-    now = resources.clock()
-    cutoff = now.date() - timedelta(days=settings.retention.reports_days)
-    async with resources.pool.connection() as conn, conn.transaction():
+    cutoff = clock().date() - timedelta(days=settings.retention.reports_days)
+    async with pool.connection() as conn, conn.transaction():
         reports = await store.delete_reports_before(conn, cutoff)
-    policy_rows = await ingest.purge_expired(resources.pool, now, settings)
+    policy_rows = await ingest.purge_expired(pool, clock, settings)
     log.info(
         "retention_purged",
         extra={

@@ -43,7 +43,7 @@ class NewReport:
     filename: str
     rua: tuple[str, ...]
     kinds: tuple[str, ...]
-    delays: tuple[float, ...]  # seconds after now() for each delivery's first attempt
+    delays: tuple[float, ...]  # seconds after the build for each delivery's first attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +97,9 @@ async def get_report_domain(conn: Conn, day: date, policy_domain: str) -> Domain
         return await cur.fetchone()
 
 
-async def upsert_report_domains(conn: Conn, day: date, rows: Sequence[DomainState]) -> set[str]:
+async def upsert_report_domains(
+    conn: Conn, day: date, rows: Sequence[DomainState], now: datetime
+) -> set[str]:
     """Record outcomes for domains still open; returns the domains this call settled.
 
     A row another builder already settled (not 'pending') is left alone and not
@@ -109,7 +111,7 @@ async def upsert_report_domains(conn: Conn, day: date, rows: Sequence[DomainStat
         INSERT INTO report_domains AS d (day, policy_domain, state, reason, detail, attempts,
             first_attempt_at, next_attempt_at, updated_at)
         SELECT %(day)s, t.policy_domain, t.state, t.reason, t.detail, t.attempts,
-            t.first_attempt_at, t.next_attempt_at, now()
+            t.first_attempt_at, t.next_attempt_at, %(now)s
         FROM unnest(%(domain)s::text[], %(state)s::text[], %(reason)s::text[],
             %(detail)s::text[], %(attempts)s::int[], %(first)s::timestamptz[],
             %(next)s::timestamptz[])
@@ -119,12 +121,13 @@ async def upsert_report_domains(conn: Conn, day: date, rows: Sequence[DomainStat
         ON CONFLICT (day, policy_domain) DO UPDATE SET
             state = EXCLUDED.state, reason = EXCLUDED.reason, detail = EXCLUDED.detail,
             attempts = EXCLUDED.attempts, first_attempt_at = EXCLUDED.first_attempt_at,
-            next_attempt_at = EXCLUDED.next_attempt_at, updated_at = now()
+            next_attempt_at = EXCLUDED.next_attempt_at, updated_at = %(now)s
         WHERE d.state = 'pending'
         RETURNING d.policy_domain
         """,
         {
             "day": day,
+            "now": now,
             "domain": [r.policy_domain for r in rows],
             "state": [r.state for r in rows],
             "reason": [r.reason for r in rows],
@@ -137,8 +140,9 @@ async def upsert_report_domains(conn: Conn, day: date, rows: Sequence[DomainStat
     return {str(row[0]) for row in await cur.fetchall()}
 
 
-async def insert_reports(conn: Conn, day: date, reports: Sequence[NewReport]) -> int:
+async def insert_reports(conn: Conn, day: date, reports: Sequence[NewReport], now: datetime) -> int:
     """Insert reports and their deliveries in one statement; returns reports inserted.
+    Each delivery is first due `delay` seconds after `now`.
 
     The bodies travel in binary (`%(json)b`): text format would hex-escape every byte.
     """
@@ -154,9 +158,9 @@ async def insert_reports(conn: Conn, day: date, reports: Sequence[NewReport]) ->
         """
         WITH inserted AS (
             INSERT INTO reports (report_id, day, policy_domain, report_json, report_gzip,
-                filename, rua)
+                filename, rua, created_at)
             SELECT t.report_id, %(day)s, t.policy_domain, t.report_json, t.report_gzip,
-                t.filename, string_to_array(t.rua, ' ')
+                t.filename, string_to_array(t.rua, ' '), %(now)s
             FROM unnest(%(report_id)s::text[], %(domain)s::text[], %(json)b::bytea[],
                 %(gzip)b::bytea[], %(filename)s::text[], %(rua)s::text[])
                 AS t(report_id, policy_domain, report_json, report_gzip, filename, rua)
@@ -164,8 +168,8 @@ async def insert_reports(conn: Conn, day: date, reports: Sequence[NewReport]) ->
             ON CONFLICT DO NOTHING
             RETURNING id, policy_domain
         ), delivered AS (
-            INSERT INTO deliveries (report_pk, rua, kind, next_attempt_at)
-            SELECT i.id, d.rua, d.kind, now() + make_interval(secs => d.delay)
+            INSERT INTO deliveries (report_pk, rua, kind, next_attempt_at, created_at)
+            SELECT i.id, d.rua, d.kind, %(now)s + make_interval(secs => d.delay), %(now)s
             FROM inserted i
             JOIN unnest(%(d_domain)s::text[], %(d_rua)s::text[], %(d_kind)s::text[],
                 %(d_delay)s::float8[]) AS d(policy_domain, rua, kind, delay)
@@ -176,6 +180,7 @@ async def insert_reports(conn: Conn, day: date, reports: Sequence[NewReport]) ->
         """,
         {
             "day": day,
+            "now": now,
             "report_id": [r.report_id for r in reports],
             "domain": [r.policy_domain for r in reports],
             "json": [r.report_json for r in reports],
@@ -191,18 +196,6 @@ async def insert_reports(conn: Conn, day: date, reports: Sequence[NewReport]) ->
     )
     row = await cur.fetchone()
     return int(row[0]) if row else 0  # type: ignore[call-overload]
-
-
-async def list_due_pending_days(conn: Conn, now: datetime) -> list[date]:
-    """Days with a domain waiting for a DNS retry that is due."""
-    cur = await conn.execute(
-        """
-        SELECT DISTINCT day FROM report_domains
-        WHERE state = 'pending' AND next_attempt_at <= %(now)s ORDER BY day
-        """,
-        {"now": now},
-    )
-    return [row[0] for row in await cur.fetchall()]  # type: ignore[misc]
 
 
 async def get_report(conn: Conn, pk: int) -> StoredReport | None:

@@ -11,13 +11,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
 
+from app.config import ReportSettings
+from app.db.pool import Pool
 from app.dns.lookup import MultipleRecordsError, NoRecordError, RecordSyntaxError, lookup_tlsrpt
+from app.dns.resolver import TxtResolver
 from app.ingest import service as ingest
-from app.ingest import store as ingest_store
 from app.report import store
 from app.report.service import NoReportError, decide, decide_before_dns, reporter_of
 from app.report.store import DomainState
-from app.resources import Resources
 from app.tlsrpt.record import TlsrptRecord
 
 
@@ -30,31 +31,33 @@ class Preview:
     stored: bool
 
 
-async def preview_report(resources: Resources, day: date, policy_domain: str) -> Preview:
+async def preview_report(
+    pool: Pool, resolver: TxtResolver, settings: ReportSettings, day: date, policy_domain: str
+) -> Preview:
     """The report of (domain, day) as stored, or as building it now would make it.
 
     Raises NoReportError with the reason when nothing would be sent, TemporaryDnsError
     when DNS can not tell now. `policy_domain` must be normalised (A-label).
     """
-    async with resources.pool.connection() as conn:
+    async with pool.connection() as conn:
         stored = await store.get_report_by_domain(conn, day, policy_domain)
         state = await store.get_report_domain(conn, day, policy_domain)
     if stored is not None:
         return Preview(stored.report_json, tuple(stored.rua), stored=True)
     if state is not None and state.state in ("no_report", "gave_up"):
         raise NoReportError(state.reason or state.state, state.detail)
-    aggregates = await ingest.day_aggregates(resources.pool, day, policy_domain)
+    aggregates = await ingest.day_aggregates(pool, day, policy_domain)
     if not aggregates:
         raise NoReportError("no_results", f"no results for {policy_domain} on {day}")
-    early = decide_before_dns(resources, aggregates)
+    early = decide_before_dns(settings, aggregates)
     if early is not None:
         raise NoReportError(early.reason or early.state, early.detail)
     outcome: TlsrptRecord | Exception
     try:
-        outcome = await lookup_tlsrpt(resources.resolver, policy_domain)
+        outcome = await lookup_tlsrpt(resolver, policy_domain)
     except (NoRecordError, MultipleRecordsError, RecordSyntaxError) as exc:
         outcome = exc
-    decision = decide(reporter_of(resources), day, policy_domain, aggregates, outcome)
+    decision = decide(reporter_of(settings), day, policy_domain, aggregates, outcome)
     if decision.report is None:
         raise NoReportError(decision.reason or decision.state, decision.detail)
     return Preview(decision.report.json, decision.rua, stored=False)
@@ -73,12 +76,12 @@ class DayListing:
     not_built: list[str]
 
 
-async def list_day(resources: Resources, day: date) -> DayListing:
-    async with resources.pool.connection() as conn:
+async def list_day(pool: Pool, day: date) -> DayListing:
+    async with pool.connection() as conn:
         reports = await store.list_reports(conn, day)
         deliveries = await store.list_deliveries(conn, [r.id for r in reports])
         domains = await store.list_report_domains(conn, day)
-        with_results = await ingest_store.list_day_domains(conn, day)
+    with_results = await ingest.day_domains(pool, day)
     settled = {d.policy_domain for d in domains}
     by_report: dict[int, list[store.DeliveryState]] = defaultdict(list)
     for delivery in deliveries:
@@ -90,6 +93,6 @@ async def list_day(resources: Resources, day: date) -> DayListing:
     )
 
 
-async def get_report(resources: Resources, pk: int) -> store.StoredReport | None:
-    async with resources.pool.connection() as conn:
+async def get_report(pool: Pool, pk: int) -> store.StoredReport | None:
+    async with pool.connection() as conn:
         return await store.get_report(conn, pk)

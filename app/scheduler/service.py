@@ -6,7 +6,9 @@ send window (RFC 8460 §4.1); days whose build left domains waiting for a DNS re
 built again when due; once a day, retention runs; then due deliveries are sent until none
 is left. Every (job, day) has one `scheduler_jobs` row, so exactly one instance runs it,
 and a dead instance's job is taken over when its lease expires. Any number of instances
-may run the same loop: there is no leader. Clock, randomness and sleep are injected.
+may run the same loop: there is no leader. The scheduler takes what it uses (pool,
+resolver, senders, clock, settings); randomness and sleep are injected too, so a test
+runs a whole day on a fake clock in milliseconds. `app.cli.runtime` builds it.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from app.delivery.senders import startup_warnings
-from app.delivery.service import comparison_time, deliver_due, senders_of
+from app.clock import Clock
+from app.config import Settings
+from app.db.pool import Pool
+from app.delivery.senders import Senders
+from app.delivery.service import deliver_due
+from app.dns.resolver import TxtResolver
 from app.ingest import service as ingest
-from app.ingest import store as ingest_store
 from app.report.service import build_day, purge_expired
-from app.resources import Resources
 from app.scheduler import store
 
 log = logging.getLogger(__name__)
@@ -61,13 +65,21 @@ class Round:
 class Scheduler:
     def __init__(
         self,
-        resources: Resources,
+        pool: Pool,
+        resolver: TxtResolver,
+        senders: Senders,
+        clock: Clock,
+        settings: Settings,
         *,
         owner: str | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        self.resources = resources
+        self.pool = pool
+        self.resolver = resolver
+        self.senders = senders
+        self.clock = clock
+        self.settings = settings
         self.owner = owner or instance_name()
         self._sleep = sleep
         self._rand = rand
@@ -87,7 +99,7 @@ class Scheduler:
 
     async def run(self) -> None:
         """Rounds every `poll_seconds` until `stop()`; a failed round is logged, not fatal."""
-        poll = self.resources.settings.scheduler.poll_seconds
+        poll = self.settings.scheduler.poll_seconds
         log.info("scheduler_started", extra={"fields": {"owner": self.owner}})
         while not self.stopping:
             try:
@@ -107,15 +119,12 @@ class Scheduler:
                 task.cancel()
 
     async def run_once(self) -> Round:
-        res = self.resources
-        settings = res.settings
-        now = res.clock()
+        settings = self.settings
+        now = self.clock()
         oldest = ingest.oldest_accepted_day(now, settings)
-        async with res.pool.connection() as conn:
-            open_days = await ingest_store.list_open_days_before(conn, now.date())
-            retry_days = await store.list_due_job_days(
-                conn, job=BUILD_JOB, now=comparison_time(res)
-            )
+        open_days = await ingest.open_days_before(self.pool, now.date())
+        async with self.pool.connection() as conn:
+            retry_days = await store.list_due_job_days(conn, job=BUILD_JOB, now=now)
         grace = timedelta(seconds=settings.scheduler.grace_seconds)
         days = sorted(
             set(days_to_build(now, open_days, grace=grace, oldest=oldest)) | set(retry_days)
@@ -131,7 +140,11 @@ class Scheduler:
         delivered = 0
         if not self.stopping:
             delivered = await deliver_due(
-                res,
+                self.pool,
+                self.senders,
+                self.clock,
+                settings.delivery,
+                sending=settings.send_reports,
                 owner=self.owner,
                 limit=2**31 - 1,
                 jitter=self._rand,
@@ -140,29 +153,27 @@ class Scheduler:
         return Round(built_days=built, delivered=delivered)
 
     async def _claim(self, job: str, day: date) -> bool:
-        res = self.resources
-        async with res.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             run = await store.claim_job(
                 conn,
                 job=job,
                 day=day,
                 owner=self.owner,
-                now=comparison_time(res),
-                lease_seconds=res.settings.scheduler.job_lease_seconds,
+                now=self.clock(),
+                lease_seconds=self.settings.scheduler.job_lease_seconds,
             )
         return run is not None
 
     async def _finish(
         self, job: str, day: date, retry_at: datetime | None, error: str | None = None
     ) -> None:
-        res = self.resources
-        async with res.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             await store.mark_job_finished(
                 conn,
                 job=job,
                 day=day,
                 owner=self.owner,
-                now=comparison_time(res),
+                now=self.clock(),
                 retry_at=retry_at,
                 error=error,
             )
@@ -170,18 +181,25 @@ class Scheduler:
     async def _build(self, day: date) -> bool:
         if not await self._claim(BUILD_JOB, day):
             return False  # another instance has it, or it is done
-        window = self.resources.settings.scheduler.send_window_seconds
+        window = self.settings.scheduler.send_window_seconds
         try:
-            summary = await build_day(self.resources, day, spread=lambda: self._rand() * window)
+            summary = await build_day(
+                self.pool,
+                self.resolver,
+                self.clock,
+                self.settings.report,
+                day,
+                spread=lambda: self._rand() * window,
+            )
         except Exception as exc:
             log.exception("day_build_failed", extra={"fields": {"day": day.isoformat()}})
-            error_at = self.resources.clock() + BUILD_ERROR_RETRY
+            error_at = self.clock() + BUILD_ERROR_RETRY
             await self._finish(BUILD_JOB, day, error_at, f"{type(exc).__name__}: {exc}"[:500])
             return False
         # Domains waiting for a DNS retry: run the day again when the first is due.
         retry_at: datetime | None = None
         if summary.pending:
-            retry_at = summary.next_retry_at or self.resources.clock() + BUILD_ERROR_RETRY
+            retry_at = summary.next_retry_at or self.clock() + BUILD_ERROR_RETRY
         await self._finish(BUILD_JOB, day, retry_at)
         log.info(
             "day_built",
@@ -200,39 +218,18 @@ class Scheduler:
     async def _purge(self, today: date) -> None:
         if not await self._claim(PURGE_JOB, today):
             return
-        retention = self.resources.settings.retention
+        retention = self.settings.retention
         try:
-            await purge_expired(self.resources)
+            await purge_expired(self.pool, self.clock, self.settings)
             oldest = today - timedelta(days=max(retention.results_days, retention.reports_days))
-            async with self.resources.pool.connection() as conn:
+            async with self.pool.connection() as conn:
                 await store.delete_jobs_before(conn, oldest)
         except Exception as exc:
             log.exception("purge_failed")
-            retry_at = self.resources.clock() + BUILD_ERROR_RETRY
+            retry_at = self.clock() + BUILD_ERROR_RETRY
             await self._finish(PURGE_JOB, today, retry_at, f"{type(exc).__name__}: {exc}"[:500])
             return
         await self._finish(PURGE_JOB, today, None)
-
-
-def announce_configuration(resources: Resources) -> None:
-    """Open the senders (a configured but unusable DKIM key raises DkimKeyError) and say
-    plainly what will not be sent."""
-    senders = senders_of(resources)
-    for line in startup_warnings(resources.settings, senders):
-        log.warning("delivery_limited", extra={"fields": {"message": line}})
-
-
-async def start_scheduler(resources: Resources) -> Callable[[], Awaitable[None]]:
-    """Run the scheduler in the background; returns the coroutine function that stops it
-    (the `tlsrpt serve` lifespan hook)."""
-    announce_configuration(resources)
-    scheduler = Scheduler(resources)
-    task = asyncio.create_task(scheduler.run(), name="tlsrpt-scheduler")
-
-    async def stop() -> None:
-        await stop_scheduler(scheduler, task, resources.settings.scheduler.stop_timeout_seconds)
-
-    return stop
 
 
 async def stop_scheduler(scheduler: Scheduler, task: asyncio.Task[None], grace: float) -> None:

@@ -21,18 +21,16 @@ async def claim_job(
     job: str,
     day: date,
     owner: str,
-    now: datetime | None,
+    now: datetime,
     lease_seconds: float,
 ) -> int | None:
     """Take the (job, day) row for `owner`; the run number, or None if not ours now."""
     cur = await conn.execute(
         """
-        WITH clock AS (SELECT COALESCE(%(now)s::timestamptz, now()) AS now)
         INSERT INTO scheduler_jobs AS j
             (job, day, state, owner, lease_expires_at, runs, started_at)
         SELECT %(job)s, %(day)s, 'running', %(owner)s,
-               clock.now + make_interval(secs => %(lease_seconds)s), 1, clock.now
-        FROM clock
+               %(now)s::timestamptz + make_interval(secs => %(lease_seconds)s), 1, %(now)s
         ON CONFLICT (job, day) DO UPDATE SET
             state = 'running',
             owner = EXCLUDED.owner,
@@ -62,7 +60,7 @@ async def mark_job_finished(
     job: str,
     day: date,
     owner: str,
-    now: datetime | None,
+    now: datetime,
     retry_at: datetime | None,
     error: str | None = None,
 ) -> bool:
@@ -74,7 +72,7 @@ async def mark_job_finished(
             next_run_at = %(retry_at)s::timestamptz,
             last_error = %(error)s,
             lease_expires_at = NULL,
-            finished_at = COALESCE(%(now)s::timestamptz, now())
+            finished_at = %(now)s
         WHERE job = %(job)s AND day = %(day)s AND owner = %(owner)s AND state = 'running'
         """,
         {
@@ -89,15 +87,15 @@ async def mark_job_finished(
     return cur.rowcount == 1
 
 
-async def list_due_job_days(conn: Conn, *, job: str, now: datetime | None) -> list[date]:
+async def list_due_job_days(conn: Conn, *, job: str, now: datetime) -> list[date]:
     """Days whose job waits for a retry that is due, or whose runner died."""
     cur = await conn.execute(
         """
         SELECT day FROM scheduler_jobs
         WHERE job = %(job)s
-          AND ((state = 'retry' AND next_run_at <= COALESCE(%(now)s::timestamptz, now()))
+          AND ((state = 'retry' AND next_run_at <= %(now)s)
             OR (state = 'running'
-                AND lease_expires_at <= COALESCE(%(now)s::timestamptz, now())))
+                AND lease_expires_at <= %(now)s))
         ORDER BY day
         """,
         {"job": job, "now": now},

@@ -1,19 +1,167 @@
-"""RFC 8460 §4.4 JSON for one policy's day: `policy`, `summary`, `failure-details`.
+"""The one wire model of RFC 8460 §4.4 JSON: names, limits, models and formatting.
 
-Used by the day-results API and by report building, so what an operator reads before a
-report is built is what the report will say. Key order follows the RFC; absent optional
-fields are left out, never written as empty strings; counts are integers.
+Every place that reads or writes a report's `policy`, `summary` or `failure-details`
+uses this module: the report builder and the day-results API (`format_policy`), the
+ingest and tallies request bodies (the pydantic models below, by their RFC names), the
+collector's batches, and the readers of received reports and libtlsrpt datagrams (the
+names and limits). Wire names appear here, as aliases; the Python side uses the names of
+`app.tlsrpt.model`. Normalisation happens at validation: domains to lower-case A-labels,
+IPs canonical, TLSA policy strings sorted, blank optional strings read as absent.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from app.tlsrpt.model import FailureDetail, PolicyAggregate, PolicyType
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from app.tlsrpt.model import FailureDetail, Policy, PolicyAggregate, PolicyType, ResultType
+from app.tlsrpt.names import normalise_domain, normalise_ip, normalise_mx_pattern
+
+# RFC 8460 §4.4 failure-details fields other than `result-type` and the count, with the
+# `FailureDetail` attribute of each, in the order the RFC lists them.
+DETAIL_FIELDS: tuple[tuple[str, str], ...] = (
+    ("sending-mta-ip", "sending_mta_ip"),
+    ("receiving-mx-hostname", "receiving_mx_hostname"),
+    ("receiving-mx-helo", "receiving_mx_helo"),
+    ("receiving-ip", "receiving_ip"),
+    ("additional-information", "additional_information"),
+    ("failure-reason-code", "failure_reason_code"),
+)
+DETAIL_IP_FIELDS = frozenset({"sending-mta-ip", "receiving-ip"})
+
+# What this service stores of one value: free text and policy lines up to MAX_TEXT
+# characters, lists (policy-string, mx-host) up to MAX_LIST entries.
+MAX_TEXT = 1024
+MAX_LIST = 256
+MAX_DOMAIN = 255
+
+# Checked by pydantic-core's regex engine, not a Python call per string. Control
+# characters could forge mail headers or log lines downstream.
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
+
+def _blank_to_none(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+Domain = Annotated[str, Field(max_length=MAX_DOMAIN), AfterValidator(normalise_domain)]
+OptDomain = Annotated[Domain | None, BeforeValidator(_blank_to_none)]
+OptIp = Annotated[
+    Annotated[str, Field(max_length=64), AfterValidator(normalise_ip)] | None,
+    BeforeValidator(_blank_to_none),
+]
+OptText = Annotated[
+    Annotated[str, Field(max_length=MAX_TEXT, pattern=PRINTABLE)] | None,
+    BeforeValidator(_blank_to_none),
+]
+PolicyLine = Annotated[str, Field(max_length=MAX_TEXT, pattern=PRINTABLE)]
+MxPattern = Annotated[str, Field(max_length=MAX_DOMAIN), AfterValidator(normalise_mx_pattern)]
+
+WIRE = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
+
+
+class PolicyIn(BaseModel):
+    """RFC 8460 §4.4 `policy`."""
+
+    model_config = WIRE
+
+    policy_type: PolicyType = Field(alias="policy-type")
+    policy_domain: Domain = Field(
+        alias="policy-domain",
+        description="Recipient domain for `sts` and `no-policy-found`; MX host (TLSA base "
+        "domain) for `tlsa` (RFC 8460 §1.1).",
+    )
+    policy_string: list[PolicyLine] = Field(
+        default_factory=list,
+        alias="policy-string",
+        max_length=MAX_LIST,
+        description="MTA-STS policy lines or TLSA records; TLSA records are sorted.",
+    )
+    mx_host: list[MxPattern] = Field(
+        default_factory=list,
+        alias="mx-host",
+        max_length=MAX_LIST,
+        description="MTA-STS `mx` patterns (`sts` only).",
+    )
+
+    @model_validator(mode="after")
+    def _check_type(self) -> PolicyIn:
+        if self.mx_host and self.policy_type is not PolicyType.STS:
+            raise ValueError("mx-host is only allowed with policy-type sts")
+        return self
+
+    def to_policy(self) -> Policy:
+        strings = tuple(self.policy_string)
+        if self.policy_type is PolicyType.TLSA:
+            # SPEC §3: TLSA record order carries no meaning; sorted, equal sets merge.
+            strings = tuple(sorted(strings))
+        return Policy(self.policy_type, self.policy_domain, strings, tuple(self.mx_host))
+
+
+class FailureDetailFields(BaseModel):
+    """The RFC 8460 §4.4 failure-detail fields (all but `result-type` and the count)."""
+
+    model_config = WIRE
+
+    sending_mta_ip: OptIp = Field(default=None, alias="sending-mta-ip")
+    receiving_mx_hostname: OptDomain = Field(default=None, alias="receiving-mx-hostname")
+    receiving_mx_helo: OptText = Field(default=None, alias="receiving-mx-helo")
+    receiving_ip: OptIp = Field(default=None, alias="receiving-ip")
+    additional_information: OptText = Field(default=None, alias="additional-information")
+    failure_reason_code: OptText = Field(default=None, alias="failure-reason-code")
+
+    def failure_detail(self, result_type: ResultType) -> FailureDetail:
+        return FailureDetail(
+            result_type,
+            self.sending_mta_ip,
+            self.receiving_mx_hostname,
+            self.receiving_mx_helo,
+            self.receiving_ip,
+            self.additional_information,
+            self.failure_reason_code,
+        )
+
+
+class SummaryIn(BaseModel):
+    """RFC 8460 §4.4 `summary`."""
+
+    model_config = WIRE
+
+    total_successful_session_count: int = Field(alias="total-successful-session-count", ge=0)
+    total_failure_session_count: int = Field(alias="total-failure-session-count", ge=0)
+
+
+class FailureDetailCountIn(FailureDetailFields):
+    """RFC 8460 §4.4 `failure-details` entry."""
+
+    model_config = WIRE
+
+    result_type: ResultType = Field(alias="result-type", description="An RFC 8460 §4.3 type.")
+    failed_session_count: int = Field(alias="failed-session-count", ge=1, le=10**12)
+
+    @model_validator(mode="after")
+    def _failure_only(self) -> FailureDetailCountIn:
+        if self.result_type is ResultType.SUCCESS:
+            raise ValueError("result-type of a failure detail can not be success")
+        return self
+
+    def to_detail(self) -> FailureDetail:
+        return self.failure_detail(self.result_type)
 
 
 def format_policy(agg: PolicyAggregate) -> dict[str, Any]:
-    """One `policies` entry (RFC 8460 §4.4)."""
+    """One `policies` entry (RFC 8460 §4.4): key order as the RFC's, absent optional
+    fields left out (never empty strings), counts as integers."""
     p = agg.policy
     policy: dict[str, Any] = {
         "policy-type": p.policy_type.value,
@@ -41,19 +189,13 @@ def format_policy(agg: PolicyAggregate) -> dict[str, Any]:
 def format_failure_detail(detail: FailureDetail, count: int) -> dict[str, Any]:
     """One `failure-details` entry (RFC 8460 §4.4, result types §4.3)."""
     out: dict[str, Any] = {"result-type": detail.result_type.value}
-    for key, value in (
-        ("sending-mta-ip", detail.sending_mta_ip),
-        ("receiving-mx-hostname", detail.receiving_mx_hostname),
-        ("receiving-mx-helo", detail.receiving_mx_helo),
-        ("receiving-ip", detail.receiving_ip),
-    ):
+    for key, attr in DETAIL_FIELDS:
+        value = getattr(detail, attr)
         if value is not None:
             out[key] = value
-    out["failed-session-count"] = count
-    if detail.additional_information is not None:
-        out["additional-information"] = detail.additional_information
-    if detail.failure_reason_code is not None:
-        out["failure-reason-code"] = detail.failure_reason_code
+        if attr == "receiving_ip":
+            # The RFC's example puts the count after the addresses, before the free text.
+            out["failed-session-count"] = count
     return out
 
 

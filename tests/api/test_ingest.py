@@ -402,9 +402,8 @@ async def test_results_for_a_closed_day_get_409_and_nothing_is_stored(
 
     from app.ingest.service import close_day
 
-    async with resources.pool.connection() as conn, conn.transaction():
-        assert await close_day(conn, date(2026, 11, 23))
-        assert not await close_day(conn, date(2026, 11, 23))
+    assert await close_day(resources.pool, resources.clock, date(2026, 11, 23))
+    assert not await close_day(resources.pool, resources.clock, date(2026, 11, 23))
     before = await snapshot(resources)
     response = await post(
         client, ingest_headers, STS_RESULT, result(timestamp="2026-11-23T10:00:00Z")

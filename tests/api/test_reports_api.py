@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from app.dns.lookup import TemporaryDnsError
-from app.report import service
 from app.resources import Resources
 from app.tokens.service import Scope
+from tests import services
 from tests.conftest import MakeToken, bearer
 from tests.dns.fake_resolver import FakeResolver
 
@@ -79,7 +79,7 @@ async def test_preview_is_what_gets_built_and_sent(
         "total-successful-session-count": 7,
         "total-failure-session-count": 1,
     }
-    await service.build_day(resources, DAY)
+    await services.build_day(resources, DAY)
     after = await client.get("/v1/reports/preview", params=params, headers=headers)
     assert after.headers["x-report-stored"] == "true"
     assert after.content == before.content
@@ -165,7 +165,7 @@ async def test_list_get_and_download(
         ("norecord.example", "not_built"),
         ("xn--bcher-kva.example", "not_built"),
     ]
-    await service.build_day(resources, DAY)
+    await services.build_day(resources, DAY)
     listing = await client.get("/v1/reports", params={"day": DAY.isoformat()}, headers=headers)
     assert listing.status_code == 200
     body = listing.json()

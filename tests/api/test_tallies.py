@@ -158,8 +158,7 @@ async def test_a_closed_day_gets_409_and_a_read_token_403(
     assert response.status_code == 403
 
     token = await make_token(Scope.INGEST)
-    async with resources.pool.connection() as conn, conn.transaction():
-        await close_day(conn, date(2026, 11, 24))
+    await close_day(resources.pool, resources.clock, date(2026, 11, 24))
     response = await client.post("/v1/tallies", json=tallies(), headers=bearer(token))
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "day_closed"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from app.ingest.service import record_tally
 from app.tlsrpt.model import Policy, PolicyType
 from app.tlsrpt.tally import Tally
+from tests import services
 from tests.clock import FakeClock
 from tests.delivery.certs import LoopbackCa
 from tests.delivery.conftest import dkim_pair, test_ca  # noqa: F401  (fixtures)
@@ -101,14 +101,14 @@ async def test_send_delivers_a_day_once_and_dry_run_changes_nothing(env: Deliver
         day = YESTERDAY - timedelta(days=1)
         tally = Tally()
         tally.add_session(day, Policy(PolicyType.NO_POLICY_FOUND, "good.example"), None)
-        await record_tally(resources.pool, tally)
+        await services.record(resources, tally)
         status, out, err = await tlsrpt(environ, "send", "--day", day.isoformat(), "--dry-run")
         assert status == 0, err
         assert "good.example (not built yet" in out
         assert "mailto:tlsrpt@good.example -> mail to tlsrpt@good.example via 127.0.0.1:" in out
         assert "https://r.good.example/x -> not sent: r.good.example has no address" in out
     assert len(await delivery_states(resources)) == 2  # nothing built for the dry-run day
-    await record_tally(resources.pool, tally)  # the day is still open
+    await services.record(resources, tally)  # the day is still open
 
     status, _, err = await tlsrpt(environ, "send", "--day", datetime.now(UTC).date().isoformat())
     assert status == 2 and "not over yet" in err

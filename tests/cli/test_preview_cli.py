@@ -10,11 +10,10 @@ from pathlib import Path
 
 import orjson
 
-from app.ingest.service import record_tally
-from app.report import service
 from app.resources import Resources
 from app.tlsrpt.model import Policy, PolicyType
 from app.tlsrpt.tally import Tally
+from tests import services
 from tests.dns.fake_resolver import FakeResolver
 from tests.dns.loopback_server import loopback_dns
 
@@ -44,7 +43,7 @@ async def tlsrpt(*args: str, env: dict[str, str]) -> tuple[int, bytes, str]:
 async def ingest(resources: Resources, domain: str) -> None:
     tally = Tally()
     tally.add_session(DAY, Policy(PolicyType.NO_POLICY_FOUND, domain), None, count=3)
-    await record_tally(resources.pool, tally)
+    await services.record(resources, tally)
 
 
 async def test_preview_over_real_dns_then_stored(database_url: str, resources: Resources) -> None:
@@ -67,7 +66,7 @@ async def test_preview_over_real_dns_then_stored(database_url: str, resources: R
     resolver = FakeResolver()
     resolver.publish("good.example", "v=TLSRPTv1; rua=mailto:tlsrpt@good.example")
     resources.resolver = resolver
-    await service.build_day(resources, DAY)
+    await services.build_day(resources, DAY)
     env = {"TLSRPT_DATABASE_URL": database_url, "TLSRPT_DNS__NAMESERVERS": "127.0.0.1:9"}
     code, stored, err = await tlsrpt("preview", "good.example", "--day", "2026-11-23", env=env)
     assert code == 0, err

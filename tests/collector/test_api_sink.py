@@ -86,8 +86,7 @@ async def test_the_service_refusing_a_closed_day_is_final(
     server = LiveServer(create_app(resources.settings, resources), free_port())
     await server.start()
     batch = one_batch(60)
-    async with resources.pool.connection() as conn, conn.transaction():
-        await close_day(conn, DAY)
+    await close_day(resources.pool, resources.clock, DAY)
     good = ApiSink(server.url, token)
     bad_token = ApiSink(server.url, "not-a-token")
     try:

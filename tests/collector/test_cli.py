@@ -133,6 +133,9 @@ async def test_sigterm_mid_stream_loses_nothing_that_reached_the_socket(
 async def test_serve_runs_the_collector_in_the_service(
     tmp_path: Path, resources: Resources, clock: FakeClock
 ) -> None:
+    # The production reader (a child process) stamps datagrams with the system clock;
+    # ingest checks their day against the service's clock.
+    clock.set(datetime.now(UTC))
     path = tmp_path / "serve.sock"
     args = build_parser().parse_args(
         ["serve", "--libtlsrpt-socket", str(path), "--libtlsrpt-socket-mode", "0600"]
@@ -154,7 +157,6 @@ async def test_serve_runs_the_collector_in_the_service(
     finally:
         await server.stop()
     assert not path.exists()
-    # The production reader (a child process) stamps datagrams with the system clock.
     today = datetime.now(UTC).date()
     seen = Expected()
     for day in (today - timedelta(days=1), today):

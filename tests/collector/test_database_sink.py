@@ -11,9 +11,9 @@ import pytest
 from app.collector.batch import Batch, DayTallies
 from app.collector.service import Collector
 from app.collector.sinks import BatchRefusedError, DatabaseSink, SinkUnavailableError
-from app.config import DatabaseSettings
+from app.config import DatabaseSettings, Settings
 from app.db.pool import open_pool
-from app.ingest.service import close_day, day_aggregates
+from app.ingest.service import IngestCommitter, close_day, day_aggregates
 from app.resources import Resources
 from app.tlsrpt.libtlsrpt import parse_datagram
 from app.tlsrpt.model import PolicyAggregate
@@ -23,6 +23,10 @@ from tests.collector.memory import send_all
 from tests.collector.test_collector import generated, options
 
 DAY = date(2026, 11, 24)
+
+
+def database_sink(resources: Resources) -> DatabaseSink:
+    return DatabaseSink(resources.committer, resources.clock, resources.settings)
 
 
 def from_aggregates(aggregates: list[PolicyAggregate]) -> Expected:
@@ -50,7 +54,7 @@ def from_aggregates(aggregates: list[PolicyAggregate]) -> Expected:
 async def test_the_days_aggregates_equal_what_was_sent(
     tmp_path: Path, resources: Resources, clock: FakeClock
 ) -> None:
-    collector = Collector(options(tmp_path), DatabaseSink(resources.pool), clock=clock)
+    collector = Collector(options(tmp_path), database_sink(resources), clock=clock)
     await collector.start()
     datagrams, expected = generated(4000, seed=40)
     invalid = [b"{", b'{"d":"x.example","policies":[{"policy-type":2,"f":7}]}'] * 5
@@ -79,7 +83,7 @@ async def test_a_batch_delivered_twice_counts_once(resources: Resources) -> None
     for data in datagrams:
         tallies.add(DAY, parse_datagram(data))
     (batch,) = tallies.seal()
-    sink = DatabaseSink(resources.pool)
+    sink = database_sink(resources)
     await sink.deliver(batch)
     await sink.deliver(batch)
     assert from_aggregates(await day_aggregates(resources.pool, DAY)) == expected
@@ -96,10 +100,9 @@ def one_batch(seed: int) -> Batch:
 
 async def test_a_closed_day_refuses_the_batch(resources: Resources) -> None:
     batch = one_batch(42)
-    async with resources.pool.connection() as conn, conn.transaction():
-        await close_day(conn, DAY)
+    await close_day(resources.pool, resources.clock, DAY)
     with pytest.raises(BatchRefusedError, match="2026-11-24"):
-        await DatabaseSink(resources.pool).deliver(batch)
+        await database_sink(resources).deliver(batch)
 
 
 async def test_an_unreachable_database_is_reported_as_unavailable() -> None:
@@ -109,8 +112,11 @@ async def test_an_unreachable_database_is_reported_as_unavailable() -> None:
         wait=False,
     )
     pool.timeout = 0.5  # how long connection() waits; the default 30 s is for servers
+    clock = FakeClock()
+    committer = IngestCommitter(pool, clock)
     try:
         with pytest.raises(SinkUnavailableError):
-            await DatabaseSink(pool).deliver(one_batch(43))
+            await DatabaseSink(committer, clock, Settings()).deliver(one_batch(43))
     finally:
+        await committer.close()
         await pool.close()

@@ -19,13 +19,14 @@ import pytest
 
 from app.main import create_app
 from app.resources import Resources
-from app.scheduler.service import Scheduler
 from app.tokens.service import Scope, create_token
+from tests import services
 from tests.clock import FakeClock
 from tests.conftest import bearer
 from tests.delivery.certs import LoopbackCa, make_dkim_key_pair, make_test_ca
 from tests.delivery.env import DeliveryEnv, delivery_env
 from tests.dns.fake_resolver import FakeResolver
+from tests.services import SchedulerOn
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +39,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoopbackCa, bytes, b
 async def env(
     database_url: str, tmp_path: Path, keys: tuple[LoopbackCa, bytes, bytes]
 ) -> AsyncIterator[DeliveryEnv]:
-    # build_day stamps when deliveries are due with the database's clock, so the injected
-    # clock stays near the real time: results for yesterday, then today after the grace.
-    yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    clock = FakeClock(datetime.combine(yesterday, time(23, 0), tzinfo=UTC))
+    # Every time the service writes or compares is the injected clock's: the whole day,
+    # its close, the build and the deliveries run on a fake clock far from the real one.
+    clock = FakeClock(datetime(2025, 3, 9, 23, 0, tzinfo=UTC))
     async with delivery_env(database_url, tmp_path, keys[0], keys[1], clock) as e:
         yield e
 
@@ -96,7 +96,7 @@ async def test_a_day_is_built_sent_and_visible(
         )
         assert posted.status_code == 200, posted.text
 
-        scheduler = Scheduler(resources, owner="e2e", rand=lambda: 0.5)
+        scheduler = SchedulerOn(resources, owner="e2e", rand=lambda: 0.5)
         midnight = datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
         # Past midnight but inside the grace period: the day stays open.
         env.clock.set(midnight + timedelta(seconds=899))
@@ -183,16 +183,15 @@ async def test_send_reports_false_builds_but_sends_nothing(env: DeliveryEnv) -> 
     dns = FakeResolver()
     dns.publish("example.com", f"v=TLSRPTv1; rua=mailto:tlsrpt@example.com,{env.https_rua()}")
     resources.resolver = dns
-    from app.ingest.service import record_tally
     from app.tlsrpt.model import Policy, PolicyType
     from app.tlsrpt.tally import Tally
 
     day = env.clock().date()
     tally = Tally()
     tally.add_session(day, Policy(PolicyType.NO_POLICY_FOUND, "example.com"), None)
-    await record_tally(resources.pool, tally)
+    await services.record(resources, tally)
     env.clock.set(datetime.combine(day + timedelta(days=2), time(0), tzinfo=UTC))
-    scheduler = Scheduler(resources, owner="off", rand=lambda: 0.0)
+    scheduler = SchedulerOn(resources, owner="off", rand=lambda: 0.0)
     assert (await scheduler.run_once()).built_days == [day]
     async with resources.pool.connection() as conn:
         cur = await conn.execute("SELECT state, last_error FROM deliveries ORDER BY rua")

@@ -10,12 +10,13 @@ import orjson
 import pytest
 
 from app.dns.lookup import TemporaryDnsError
-from app.ingest.service import ClosedDayError, day_aggregates, record_tally
+from app.ingest.service import ClosedDayError, day_aggregates
 from app.report import service
 from app.resources import Resources
 from app.tlsrpt.model import FailureDetail, Policy, PolicyType, ResultType
 from app.tlsrpt.report import build_report
 from app.tlsrpt.tally import Tally
+from tests import services
 from tests.clock import FakeClock
 from tests.dns.fake_resolver import FakeResolver
 
@@ -40,7 +41,7 @@ async def ingest(resources: Resources, *entries: tuple[Policy, int, int, bool]) 
         detail = FailureDetail(ResultType.CERTIFICATE_EXPIRED, receiving_mx_hostname="mx.x")
         for _ in range(failed):
             tally.add_session(DAY, policy, detail, report_delivery=report_delivery)
-    await record_tally(resources.pool, tally)
+    await services.record(resources, tally)
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ async def test_outcome_for_every_domain(resources: Resources, dns: FakeResolver)
         (sts("http.example"), 1, 0, False),
         (sts("loop.example"), 4, 0, True),  # only sessions that delivered a TLS report
     )
-    summary = await service.build_day(resources, DAY)
+    summary = await services.build_day(resources, DAY)
     assert (summary.built, summary.no_report, summary.pending, summary.already_done) == (2, 5, 0, 0)
 
     states = {
@@ -111,7 +112,7 @@ async def test_outcome_for_every_domain(resources: Resources, dns: FakeResolver)
     assert rua == ["mailto:tlsrpt@example.com", "https://r.example.com/v1"]
     assert gzip.decompress(report_gzip) == report_json  # type: ignore[arg-type]
     expected = build_report(
-        service.reporter_of(resources),
+        service.reporter_of(resources.settings.report),
         DAY,
         "example.com",
         await day_aggregates(resources.pool, DAY, "example.com"),
@@ -152,12 +153,12 @@ async def test_outcome_for_every_domain(resources: Resources, dns: FakeResolver)
 async def test_second_run_changes_nothing(resources: Resources, dns: FakeResolver) -> None:
     dns.publish("example.com", "v=TLSRPTv1; rua=mailto:tlsrpt@example.com")
     await ingest(resources, (sts("example.com"), 1, 0, False), (sts("none.example"), 1, 0, False))
-    first = await service.build_day(resources, DAY)
+    first = await services.build_day(resources, DAY)
     before = await rows(resources, "SELECT * FROM reports ORDER BY id")
     before_d = await rows(resources, "SELECT * FROM deliveries ORDER BY id")
     before_s = await rows(resources, "SELECT * FROM report_domains ORDER BY policy_domain")
     dns.queries.clear()
-    second = await service.build_day(resources, DAY)
+    second = await services.build_day(resources, DAY)
     assert (first.built, first.no_report) == (1, 1)
     assert (second.built, second.no_report, second.already_done) == (0, 0, 2)
     assert dns.queries == []
@@ -170,7 +171,7 @@ async def test_concurrent_builders_make_one_report(resources: Resources, dns: Fa
     dns.publish("example.com", "v=TLSRPTv1; rua=mailto:tlsrpt@example.com")
     await ingest(resources, (sts("example.com"), 1, 0, False))
     one, two = await asyncio.gather(
-        service.build_day(resources, DAY), service.build_day(resources, DAY)
+        services.build_day(resources, DAY), services.build_day(resources, DAY)
     )
     assert one.built + two.built == 1
     assert await rows(resources, "SELECT count(*) FROM reports") == [(1,)]
@@ -184,7 +185,7 @@ async def test_temporary_dns_failure_is_retried_then_given_up(
     dns.fail("down.example", TemporaryDnsError("_smtp._tls.down.example: SERVFAIL"))
     await ingest(resources, (sts("flaky.example"), 1, 0, False), (sts("down.example"), 1, 2, False))
     start = clock.now
-    summary = await service.build_day(resources, DAY)
+    summary = await services.build_day(resources, DAY)
     assert (summary.pending, summary.built) == (2, 0)
     assert summary.next_retry_at == start + timedelta(seconds=300)
     state = await rows(
@@ -203,24 +204,20 @@ async def test_temporary_dns_failure_is_retried_then_given_up(
     ]
     # Not due yet: nothing is asked again.
     dns.queries.clear()
-    assert await service.build_pending(resources) == []
-    summary = await service.build_day(resources, DAY)
+    summary = await services.build_day(resources, DAY)
     assert (summary.pending, dns.queries) == (2, [])
 
     # Due: flaky answers now, down still fails and backs off (300 s, then 600 s).
     clock.advance(seconds=301)
     dns.publish("flaky.example", "v=TLSRPTv1; rua=mailto:r@flaky.example")
-    [summary] = await service.build_pending(resources)
+    summary = await services.build_day(resources, DAY)
     assert (summary.built, summary.pending) == (1, 1)
     assert summary.next_retry_at == clock.now + timedelta(seconds=600)
 
     # Attempts go on with doubling delays until 24 h after the first, then give up.
     while True:
         clock.set(summary.next_retry_at or clock.now)
-        summaries = await service.build_pending(resources)
-        if not summaries:
-            break
-        [summary] = summaries
+        summary = await services.build_day(resources, DAY)
         if summary.gave_up:
             break
     assert summary.gave_up == 1
@@ -241,7 +238,7 @@ async def test_success_only_days_setting(resources: Resources, dns: FakeResolver
     await ingest(
         resources, (sts("quiet.example"), 9, 0, False), (sts("noisy.example"), 9, 1, False)
     )
-    await service.build_day(resources, DAY)
+    await services.build_day(resources, DAY)
     assert await rows(
         resources, "SELECT policy_domain, state, reason FROM report_domains ORDER BY 1"
     ) == [
@@ -254,7 +251,7 @@ async def test_spread_sets_first_delivery_attempt(resources: Resources, dns: Fak
     dns.publish("example.com", "v=TLSRPTv1; rua=mailto:a@example.com,mailto:b@example.com")
     await ingest(resources, (sts("example.com"), 1, 0, False))
     offsets = iter([3600.0, 7200.0])
-    await service.build_day(resources, DAY, spread=lambda: next(offsets))
+    await services.build_day(resources, DAY, spread=lambda: next(offsets))
     delays = await rows(
         resources,
         "SELECT rua, extract(epoch FROM next_attempt_at - created_at)::int FROM deliveries"
@@ -266,7 +263,7 @@ async def test_spread_sets_first_delivery_attempt(resources: Resources, dns: Fak
 async def test_progress_is_reported(resources: Resources, dns: FakeResolver) -> None:
     await ingest(resources, *[(sts(f"d{i}.example"), 1, 0, False) for i in range(3)])
     calls: list[tuple[int, int]] = []
-    await service.build_day(
+    await services.build_day(
         resources, DAY, progress=lambda done, total: calls.append((done, total))
     )
     assert calls[-1] == (3, 3)
@@ -277,11 +274,11 @@ async def test_retention_purges_reports_and_counters(
 ) -> None:
     dns.publish("example.com", "v=TLSRPTv1; rua=mailto:a@example.com")
     await ingest(resources, (sts("example.com"), 1, 0, False))
-    await service.build_day(resources, DAY)
+    await services.build_day(resources, DAY)
     clock.set(datetime(2026, 12, 23, 12, tzinfo=UTC))  # 30 days later: still kept
-    assert await service.purge_expired(resources) == service.PurgeSummary(0, 0)
+    assert await services.purge_expired(resources) == service.PurgeSummary(0, 0)
     clock.set(datetime(2026, 12, 24, 12, tzinfo=UTC))
-    assert await service.purge_expired(resources) == service.PurgeSummary(1, 1)
+    assert await services.purge_expired(resources) == service.PurgeSummary(1, 1)
     assert await rows(
         resources,
         "SELECT (SELECT count(*) FROM reports), (SELECT count(*) FROM deliveries),"
@@ -299,7 +296,7 @@ async def test_chunks_with_lookups_ahead_and_whole_day_read(
     dns.fail("d3.example", TemporaryDnsError("SERVFAIL"))
     await ingest(resources, *[(sts(f"d{i}.example"), 1, i, False) for i in range(7)])
     calls: list[tuple[int, int]] = []
-    summary = await service.build_day(
+    summary = await services.build_day(
         resources, DAY, progress=lambda done, total: calls.append((done, total))
     )
     assert calls == [(2, 7), (4, 7), (6, 7), (7, 7)]

@@ -11,19 +11,19 @@ from pathlib import Path
 import pytest
 
 from app.delivery.senders import startup_warnings
-from app.delivery.service import senders_of
 from app.dns.lookup import TemporaryDnsError
-from app.ingest.service import record_tally
 from app.resources import Resources
 from app.scheduler import store
-from app.scheduler.service import BUILD_JOB, Scheduler, days_to_build
+from app.scheduler.service import BUILD_JOB, days_to_build
 from app.tlsrpt.model import Policy, PolicyType
 from app.tlsrpt.tally import Tally
+from tests import services
 from tests.clock import FakeClock
 from tests.delivery.certs import LoopbackCa
 from tests.delivery.conftest import dkim_pair, test_ca  # noqa: F401  (fixtures)
 from tests.delivery.env import DeliveryEnv, delivery_env, delivery_states
 from tests.dns.fake_resolver import FakeResolver
+from tests.services import SchedulerOn
 
 TODAY = datetime.now(UTC).date()
 
@@ -49,7 +49,7 @@ async def env(
     test_ca: LoopbackCa,  # noqa: F811
     dkim_pair: tuple[bytes, bytes],  # noqa: F811
 ) -> AsyncIterator[DeliveryEnv]:
-    # Deliveries are stamped due with the database's clock: stay near the real time.
+    # The fake clock starts near the real time: the tests name days relative to today.
     clock = FakeClock(datetime.now(UTC) + timedelta(minutes=1))
     async with delivery_env(database_url, tmp_path, test_ca, dkim_pair[0], clock) as e:
         yield e
@@ -59,16 +59,16 @@ async def ingest(resources: Resources, day: date, *domains: str) -> None:
     tally = Tally()
     for domain in domains:
         tally.add_session(day, Policy(PolicyType.NO_POLICY_FOUND, domain), None)
-    await record_tally(resources.pool, tally)
+    await services.record(resources, tally)
 
 
-async def instance(env: DeliveryEnv, dns: FakeResolver, name: str) -> Scheduler:
+async def instance(env: DeliveryEnv, dns: FakeResolver, name: str) -> SchedulerOn:
     # No grace: yesterday is over even when the tests run just after midnight.
     resources = await env.open_resources(
         scheduler=env.settings.scheduler.model_copy(update={"grace_seconds": 0})
     )
     resources.resolver = dns
-    return Scheduler(resources, owner=name, rand=lambda: 0.0)
+    return SchedulerOn(resources, owner=name, rand=lambda: 0.0)
 
 
 async def job_rows(resources: Resources) -> dict[date, tuple[str, int]]:
@@ -163,7 +163,7 @@ async def test_stop_ends_run_after_the_round(env: DeliveryEnv) -> None:
         paused.set()
         await asyncio.Event().wait()  # only stop() ends the pause
 
-    scheduler = Scheduler(resources, owner="one", sleep=sleep, rand=lambda: 0.0)
+    scheduler = SchedulerOn(resources, owner="one", sleep=sleep, rand=lambda: 0.0)
     await ingest(resources, TODAY - timedelta(days=1), "example.com")
     task = asyncio.create_task(scheduler.run())
     await asyncio.wait_for(paused.wait(), timeout=30)
@@ -185,7 +185,9 @@ async def test_without_dkim_key_mail_is_not_sent_and_https_is(
         dns = FakeResolver()
         dns.publish("example.com", f"v=TLSRPTv1; rua=mailto:r@example.com,{env.https_rua()}")
         scheduler = await instance(env, dns, "one")
-        warnings = startup_warnings(scheduler.resources.settings, senders_of(scheduler.resources))
+        warnings = startup_warnings(
+            scheduler.resources.settings, scheduler.resources.open_senders()
+        )
         assert any("No DKIM key is configured" in w for w in warnings)
         await ingest(scheduler.resources, TODAY - timedelta(days=1), "example.com")
         assert (await scheduler.run_once()).delivered == 1
