@@ -19,6 +19,7 @@ import orjson
 
 from app.tlsrpt.model import FailureDetail, Policy, PolicyType, ResultType
 from app.tlsrpt.names import normalise_domain, normalise_ip, normalise_mx_pattern
+from app.tlsrpt.wire import MAX_LIST, MAX_TEXT
 
 # libtlsrpt's `tlsrpt_policy_type_t`.
 POLICY_TYPES: dict[int, PolicyType] = {
@@ -46,10 +47,8 @@ RESULT_CODES: dict[int, ResultType] = {
 # `dpv` at all, in the same format; those are read as version 1.
 SUPPORTED_VERSION = "1"
 
-# The limits of the ingest API (app/api/ingest_schemas.py), so that whatever this parser
-# accepts is accepted by every sink: longer free text is cut, longer policies refused.
-MAX_TEXT = 1024
-MAX_LIST = 256
+# The limits of the wire model (`app.tlsrpt.wire`), so whatever this parser accepts is
+# accepted by every sink: longer free text is cut, longer policies refused.
 _CONTROL = {i: " " for i in (*range(0x20), 0x7F)}
 
 # Kinds of invalid datagrams, the label of the `invalid` counter.

@@ -33,6 +33,7 @@ from app.tlsrpt.received import (
     ReportTooLargeError,
 )
 from app.tlsrpt.text import display
+from app.tlsrpt.wire import DETAIL_FIELDS, DETAIL_IP_FIELDS
 
 MAX_ERRORS = 20
 # The reader walks the known fields by their shape; values of unknown keys, kept
@@ -43,13 +44,6 @@ MAX_COUNT = 2**63 - 1
 MAX_NAME_CHARS = 1024
 MAX_VALUE_CHARS = 8192
 
-_DETAIL_STRINGS = (
-    "sending-mta-ip", "receiving-mx-hostname", "receiving-mx-helo", "receiving-ip",
-    "additional-information", "failure-reason-code",
-)  # fmt: skip
-# (wire name, ReceivedFailure field)
-_DETAIL_FIELDS = tuple((key, key.replace("-", "_")) for key in _DETAIL_STRINGS)
-_DETAIL_IPS = frozenset({"sending-mta-ip", "receiving-ip"})
 _POLICY_TYPES = {t.value: t for t in PolicyType}
 _REPORT_KEYS = frozenset(
     {"organization-name", "contact-info", "report-id", "date-range", "policies"}
@@ -58,7 +52,7 @@ _RANGE_KEYS = frozenset({"start-datetime", "end-datetime"})
 _ENTRY_KEYS = frozenset({"policy", "summary", "failure-details"})
 _POLICY_KEYS = frozenset({"policy-type", "policy-domain", "policy-string", "mx-host"})
 _SUMMARY_KEYS = frozenset({"total-successful-session-count", "total-failure-session-count"})
-_DETAIL_KEYS = frozenset({"result-type", "failed-session-count", *_DETAIL_STRINGS})
+_DETAIL_KEYS = frozenset({"result-type", "failed-session-count", *(k for k, _ in DETAIL_FIELDS)})
 # Reports repeat the same few addresses: parse each once.
 _ip = functools.lru_cache(maxsize=65536)(normalise_ip)
 
@@ -262,9 +256,9 @@ class _Reader:
         result_type = self.required_text(item, "result-type", where, 128)
         count = self.count(item, "failed-session-count", where)
         values: dict[str, str | None] = {}
-        for key, name in _DETAIL_FIELDS:
+        for key, name in DETAIL_FIELDS:
             value = self.optional_text(item, key, where)
-            if value is not None and key in _DETAIL_IPS:
+            if value is not None and key in DETAIL_IP_FIELDS:
                 try:
                     value = _ip(value)
                 except ValueError:
