@@ -18,7 +18,6 @@ from app.api.auth import get_resources, require_scope
 from app.api.errors import ApiError, responses
 from app.dns.lookup import TemporaryDnsError
 from app.report import service, views
-from app.report.store import StoredReport
 from app.tlsrpt.names import normalise_domain
 from app.tokens.service import Scope
 
@@ -161,7 +160,7 @@ async def list_reports(
     )
 
 
-async def _stored(request: Request, report_pk: int) -> StoredReport:
+async def _stored(request: Request, report_pk: int) -> views.StoredReport:
     report = await views.get_report(get_resources(request).pool, report_pk)
     if report is None:
         raise ApiError(404, "not_found", f"no report with id {report_pk}")

@@ -5,5 +5,6 @@
 datagrams with the injected clock), `batch`
 counts parsed datagrams per UTC day into batches of exact counters, `spool` keeps batches
 on disk while the sink is unreachable, `sinks` deliver them (local database or a remote
-service's `/v1/tallies`; both by the ingest service's rules), and `service` runs the whole pipeline and its metrics.
+service's `/v1/tallies`; both by the ingest service's rules), and `service` runs the
+whole pipeline and its metrics.
 """

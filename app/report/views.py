@@ -18,8 +18,11 @@ from app.dns.resolver import TxtResolver
 from app.ingest import service as ingest
 from app.report import store
 from app.report.service import NoReportError, decide, decide_before_dns, reporter_of
-from app.report.store import DomainState
+from app.report.store import DeliveryState, DomainState, StoredReport
 from app.tlsrpt.record import TlsrptRecord
+
+# The row types callers read (the API, the CLI); the SQL stays in `store`.
+__all__ = ["DayListing", "DeliveryState", "DomainState", "Preview", "StoredReport"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class DayListing:
     building has not reached them): `preview_report` shows what they would get.
     """
 
-    reports: list[tuple[store.StoredReport, list[store.DeliveryState]]]
+    reports: list[tuple[StoredReport, list[DeliveryState]]]
     domains: list[DomainState]
     not_built: list[str]
 
@@ -83,7 +86,7 @@ async def list_day(pool: Pool, day: date) -> DayListing:
         domains = await store.list_report_domains(conn, day)
     with_results = await ingest.day_domains(pool, day)
     settled = {d.policy_domain for d in domains}
-    by_report: dict[int, list[store.DeliveryState]] = defaultdict(list)
+    by_report: dict[int, list[DeliveryState]] = defaultdict(list)
     for delivery in deliveries:
         by_report[delivery.report_pk].append(delivery)
     return DayListing(
@@ -93,6 +96,6 @@ async def list_day(pool: Pool, day: date) -> DayListing:
     )
 
 
-async def get_report(pool: Pool, pk: int) -> store.StoredReport | None:
+async def get_report(pool: Pool, pk: int) -> StoredReport | None:
     async with pool.connection() as conn:
         return await store.get_report(conn, pk)
