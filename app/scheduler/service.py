@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from app.delivery.senders import startup_warnings
-from app.delivery.service import comparison_time, deliver_due, senders_of
+from app.delivery.service import deliver_due
 from app.ingest import service as ingest
 from app.ingest import store as ingest_store
 from app.report.service import build_day, purge_expired
@@ -113,9 +113,7 @@ class Scheduler:
         oldest = ingest.oldest_accepted_day(now, settings)
         async with res.pool.connection() as conn:
             open_days = await ingest_store.list_open_days_before(conn, now.date())
-            retry_days = await store.list_due_job_days(
-                conn, job=BUILD_JOB, now=comparison_time(res)
-            )
+            retry_days = await store.list_due_job_days(conn, job=BUILD_JOB, now=res.clock())
         grace = timedelta(seconds=settings.scheduler.grace_seconds)
         days = sorted(
             set(days_to_build(now, open_days, grace=grace, oldest=oldest)) | set(retry_days)
@@ -131,7 +129,11 @@ class Scheduler:
         delivered = 0
         if not self.stopping:
             delivered = await deliver_due(
-                res,
+                res.pool,
+                res.open_senders(),
+                res.clock,
+                settings.delivery,
+                sending=settings.send_reports,
                 owner=self.owner,
                 limit=2**31 - 1,
                 jitter=self._rand,
@@ -147,7 +149,7 @@ class Scheduler:
                 job=job,
                 day=day,
                 owner=self.owner,
-                now=comparison_time(res),
+                now=res.clock(),
                 lease_seconds=res.settings.scheduler.job_lease_seconds,
             )
         return run is not None
@@ -162,7 +164,7 @@ class Scheduler:
                 job=job,
                 day=day,
                 owner=self.owner,
-                now=comparison_time(res),
+                now=res.clock(),
                 retry_at=retry_at,
                 error=error,
             )
@@ -217,7 +219,7 @@ class Scheduler:
 def announce_configuration(resources: Resources) -> None:
     """Open the senders (a configured but unusable DKIM key raises DkimKeyError) and say
     plainly what will not be sent."""
-    senders = senders_of(resources)
+    senders = resources.open_senders()
     for line in startup_warnings(resources.settings, senders):
         log.warning("delivery_limited", extra={"fields": {"message": line}})
 
