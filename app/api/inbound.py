@@ -113,7 +113,12 @@ async def _accept(
     },
 )
 async def post_report(request: Request, token: str) -> Response:
-    return await _accept(request, token, REPORT_TYPES, service.receive_report)
+    return await _accept(
+        request,
+        token,
+        REPORT_TYPES,
+        lambda res, body: service.receive_report(res.inbound_committer, res.settings.inbound, body),
+    )
 
 
 @router.post(
@@ -136,7 +141,14 @@ async def post_report(request: Request, token: str) -> Response:
     },
 )
 async def post_mail(request: Request, token: str) -> Response:
-    return await _accept(request, token, MAIL_TYPES, service.receive_mail)
+    return await _accept(
+        request,
+        token,
+        MAIL_TYPES,
+        lambda res, body: service.receive_mail(
+            res.inbound_committer, res.resolver, res.settings.inbound, body
+        ),
+    )
 
 
 def _domain(value: str, field: str) -> str:
@@ -174,7 +186,7 @@ async def list_reports(
         before_id=before,
         limit=limit,
     )
-    rows = await service.list_reports(get_resources(request), where)
+    rows = await service.list_reports(get_resources(request).pool, where)
     reports = [InboundReport.model_validate(row) for row in rows]
     last = reports[-1].id if len(reports) == limit else None
     return InboundReportList(reports=reports, next_before=last)
@@ -188,7 +200,7 @@ async def list_reports(
     responses=responses(401, 403, 404),
 )
 async def get_report(request: Request, report_pk: int) -> InboundReportDetail:
-    row = await service.get_report(get_resources(request), report_pk)
+    row = await service.get_report(get_resources(request).pool, report_pk)
     if row is None:
         raise ApiError(404, "not_found", f"no received report with id {report_pk}")
     row["report"] = orjson.loads(row.pop("report_json"))
@@ -219,7 +231,7 @@ async def get_summary(
             "invalid_request",
             f"`from` must not be after `to`, and the range at most {MAX_SUMMARY_DAYS} days",
         )
-    entries = await service.summarize(resources, policy_domain, from_day, to_day)
+    entries = await service.summarize(resources.pool, policy_domain, from_day, to_day)
     return InboundSummary.model_validate(
         {
             "domain": policy_domain,
