@@ -9,7 +9,6 @@ is capped while it is read; gzip is capped while it inflates.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import orjson
@@ -28,7 +27,6 @@ from app.api.inbound_schemas import (
 )
 from app.inbound import service
 from app.inbound.mail import NoReportError
-from app.inbound.service import Receipt
 from app.inbound.store import ReportFilter
 from app.resources import Resources
 from app.tlsrpt.inflate import InflatedTooLargeError, InflateError
@@ -66,15 +64,17 @@ def _media_type(request: Request, accepted: frozenset[str]) -> None:
         )
 
 
-async def _accept(
-    request: Request, token: str, accepted: frozenset[str],
-    receive: Callable[[Resources, bytes], Awaitable[Receipt]],
-) -> Response:  # fmt: skip
+async def _accept(request: Request, token: str, *, mail: bool) -> Response:
+    """Store the body: a whole mail (RFC 8460 §5.3) or the report itself (§5.4)."""
     resources = await _receiver(request, token)
-    _media_type(request, accepted)
-    body = await read_body(request, resources.settings.inbound.max_body_bytes)
+    _media_type(request, MAIL_TYPES if mail else REPORT_TYPES)
+    settings, committer = resources.settings.inbound, resources.inbound_committer
+    body = await read_body(request, settings.max_body_bytes)
     try:
-        receipt = await receive(resources, body)
+        if mail:
+            receipt = await service.receive_mail(committer, resources.resolver, settings, body)
+        else:
+            receipt = await service.receive_report(committer, settings, body)
     except (InflatedTooLargeError, ReportTooLargeError) as exc:
         raise ApiError(413, "report_too_large", str(exc)) from None
     except InflateError as exc:
@@ -113,12 +113,7 @@ async def _accept(
     },
 )
 async def post_report(request: Request, token: str) -> Response:
-    return await _accept(
-        request,
-        token,
-        REPORT_TYPES,
-        lambda res, body: service.receive_report(res.inbound_committer, res.settings.inbound, body),
-    )
+    return await _accept(request, token, mail=False)
 
 
 @router.post(
@@ -141,14 +136,7 @@ async def post_report(request: Request, token: str) -> Response:
     },
 )
 async def post_mail(request: Request, token: str) -> Response:
-    return await _accept(
-        request,
-        token,
-        MAIL_TYPES,
-        lambda res, body: service.receive_mail(
-            res.inbound_committer, res.resolver, res.settings.inbound, body
-        ),
-    )
+    return await _accept(request, token, mail=True)
 
 
 def _domain(value: str, field: str) -> str:
