@@ -48,7 +48,8 @@ async def api(env: DeliveryEnv) -> AsyncIterator[tuple[Resources, httpx.AsyncCli
 
 
 async def headers(resources: Resources, scope: Scope) -> dict[str, str]:
-    return bearer(await create_token(resources.pool, f"t-{scope.value}", [scope]))
+    token = await create_token(resources.pool, f"t-{scope.value}", [scope], clock=resources.clock)
+    return bearer(token)
 
 
 async def test_deliveries_by_state_and_day_with_attempts(

@@ -86,8 +86,8 @@ async def test_a_day_is_built_sent_and_visible(
     app = create_app(resources.settings, resources)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        ingest = bearer(await create_token(resources.pool, "mta", [Scope.INGEST]))
-        read = bearer(await create_token(resources.pool, "ops", [Scope.READ]))
+        ingest = bearer(await create_token(resources.pool, "mta", [Scope.INGEST], clock=env.clock))
+        read = bearer(await create_token(resources.pool, "ops", [Scope.READ], clock=env.clock))
         ts = env.clock() - timedelta(seconds=1)
         posted = await client.post(
             "/v1/results",
