@@ -106,12 +106,8 @@ async def benchmark(args: argparse.Namespace, database_url: str, work: Path) -> 
     )
     pool = await open_pool(database_url, settings.database)
     dns = FakeResolver()
-    resources = Resources(
-        settings=settings,
-        pool=pool,
-        resolver=dns,
-        address_resolver=FakeAddressResolver({"rua.test": ["127.0.0.1"]}),
-    )
+    addresses = FakeAddressResolver({"rua.test": ["127.0.0.1"]})
+    resources = Resources(settings=settings, pool=pool, resolver=dns, address_resolver=addresses)
     senders = resources.open_senders()
     day = datetime.now(UTC).date() - timedelta(days=1)
     expected = []
@@ -139,13 +135,7 @@ async def benchmark(args: argparse.Namespace, database_url: str, work: Path) -> 
     started, cpu = time.perf_counter(), time.process_time()
     attempted = 0
     while n := await deliver_due(
-        pool,
-        senders,
-        resources.clock,
-        settings.delivery,
-        sending=True,
-        owner="bench",
-        limit=2**31 - 1,
+        pool, senders, resources.clock, settings.delivery, sending=True, owner="bench", limit=2**31
     ):
         attempted += n
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
