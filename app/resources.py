@@ -41,7 +41,7 @@ class Resources:
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.pool)
         self.committer = IngestCommitter(self.pool, self.clock)
-        self.inbound_committer = ReportCommitter(self.pool)
+        self.inbound_committer = ReportCommitter(self.pool, self.clock)
 
     def open_senders(self) -> Senders:
         """The process's senders, opened on first use; raises DkimKeyError for a key

@@ -67,7 +67,6 @@ async def benchmark(args: argparse.Namespace, database_url: str, work: Path) -> 
         SmtpSettings,
     )
     from app.db.pool import open_pool
-    from app.delivery.senders import open_senders
     from app.delivery.service import deliver_due
     from app.ingest.service import record_tally
     from app.report.service import build_day
@@ -107,8 +106,9 @@ async def benchmark(args: argparse.Namespace, database_url: str, work: Path) -> 
     )
     pool = await open_pool(database_url, settings.database)
     dns = FakeResolver()
-    resources = Resources(settings=settings, pool=pool, resolver=dns)
-    resources.senders = open_senders(settings, FakeAddressResolver({"rua.test": ["127.0.0.1"]}))
+    addresses = FakeAddressResolver({"rua.test": ["127.0.0.1"]})
+    resources = Resources(settings=settings, pool=pool, resolver=dns, address_resolver=addresses)
+    senders = resources.open_senders()
     day = datetime.now(UTC).date() - timedelta(days=1)
     expected = []
     tally = Tally()
@@ -134,7 +134,9 @@ async def benchmark(args: argparse.Namespace, database_url: str, work: Path) -> 
 
     started, cpu = time.perf_counter(), time.process_time()
     attempted = 0
-    while n := await deliver_due(resources, owner="bench", limit=2**31 - 1):
+    while n := await deliver_due(
+        pool, senders, resources.clock, settings.delivery, sending=True, owner="bench", limit=2**31
+    ):
         attempted += n
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     print(

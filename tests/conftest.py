@@ -167,7 +167,10 @@ def make_token(resources: Resources) -> MakeToken:
 
     async def make(*scopes: Scope, name: str | None = None) -> str:
         return await create_token(
-            resources.pool, name or f"test-{secrets.token_hex(4)}", list(scopes) or [Scope.READ]
+            resources.pool,
+            name or f"test-{secrets.token_hex(4)}",
+            list(scopes) or [Scope.READ],
+            clock=resources.clock,
         )
 
     return make

@@ -87,7 +87,7 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DeliveryPage:
     rows = await service.list_deliveries(
-        get_resources(request), state=state, day=day, after_id=after, limit=limit
+        get_resources(request).pool, state=state, day=day, after_id=after, limit=limit
     )
     return DeliveryPage(
         deliveries=[DeliveryOut.model_validate(r) for r in rows],
@@ -102,7 +102,7 @@ async def list_deliveries(
     responses=responses(401, 403, 404, 422),
 )
 async def report_deliveries(request: Request, report_pk: int) -> ReportDeliveries:
-    found = await service.report_deliveries(get_resources(request), report_pk)
+    found = await service.report_deliveries(get_resources(request).pool, report_pk)
     if found is None:
         raise ApiError(404, "not_found", f"no report with id {report_pk}")
     return ReportDeliveries(

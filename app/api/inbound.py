@@ -9,7 +9,6 @@ is capped while it is read; gzip is capped while it inflates.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import orjson
@@ -28,7 +27,6 @@ from app.api.inbound_schemas import (
 )
 from app.inbound import service
 from app.inbound.mail import NoReportError
-from app.inbound.service import Receipt
 from app.inbound.store import ReportFilter
 from app.resources import Resources
 from app.tlsrpt.inflate import InflatedTooLargeError, InflateError
@@ -66,15 +64,17 @@ def _media_type(request: Request, accepted: frozenset[str]) -> None:
         )
 
 
-async def _accept(
-    request: Request, token: str, accepted: frozenset[str],
-    receive: Callable[[Resources, bytes], Awaitable[Receipt]],
-) -> Response:  # fmt: skip
+async def _accept(request: Request, token: str, *, mail: bool) -> Response:
+    """Store the body: a whole mail (RFC 8460 §5.3) or the report itself (§5.4)."""
     resources = await _receiver(request, token)
-    _media_type(request, accepted)
-    body = await read_body(request, resources.settings.inbound.max_body_bytes)
+    _media_type(request, MAIL_TYPES if mail else REPORT_TYPES)
+    settings, committer = resources.settings.inbound, resources.inbound_committer
+    body = await read_body(request, settings.max_body_bytes)
     try:
-        receipt = await receive(resources, body)
+        if mail:
+            receipt = await service.receive_mail(committer, resources.resolver, settings, body)
+        else:
+            receipt = await service.receive_report(committer, settings, body)
     except (InflatedTooLargeError, ReportTooLargeError) as exc:
         raise ApiError(413, "report_too_large", str(exc)) from None
     except InflateError as exc:
@@ -113,7 +113,7 @@ async def _accept(
     },
 )
 async def post_report(request: Request, token: str) -> Response:
-    return await _accept(request, token, REPORT_TYPES, service.receive_report)
+    return await _accept(request, token, mail=False)
 
 
 @router.post(
@@ -136,7 +136,7 @@ async def post_report(request: Request, token: str) -> Response:
     },
 )
 async def post_mail(request: Request, token: str) -> Response:
-    return await _accept(request, token, MAIL_TYPES, service.receive_mail)
+    return await _accept(request, token, mail=True)
 
 
 def _domain(value: str, field: str) -> str:
@@ -174,7 +174,7 @@ async def list_reports(
         before_id=before,
         limit=limit,
     )
-    rows = await service.list_reports(get_resources(request), where)
+    rows = await service.list_reports(get_resources(request).pool, where)
     reports = [InboundReport.model_validate(row) for row in rows]
     last = reports[-1].id if len(reports) == limit else None
     return InboundReportList(reports=reports, next_before=last)
@@ -188,7 +188,7 @@ async def list_reports(
     responses=responses(401, 403, 404),
 )
 async def get_report(request: Request, report_pk: int) -> InboundReportDetail:
-    row = await service.get_report(get_resources(request), report_pk)
+    row = await service.get_report(get_resources(request).pool, report_pk)
     if row is None:
         raise ApiError(404, "not_found", f"no received report with id {report_pk}")
     row["report"] = orjson.loads(row.pop("report_json"))
@@ -219,7 +219,7 @@ async def get_summary(
             "invalid_request",
             f"`from` must not be after `to`, and the range at most {MAX_SUMMARY_DAYS} days",
         )
-    entries = await service.summarize(resources, policy_domain, from_day, to_day)
+    entries = await service.summarize(resources.pool, policy_domain, from_day, to_day)
     return InboundSummary.model_validate(
         {
             "domain": policy_domain,

@@ -91,7 +91,11 @@ async def add_suppression(request: Request, body: SuppressionIn) -> SuppressionO
     resources = get_resources(request)
     try:
         row = await suppression.add_suppression(
-            resources.pool, body.target, comment=body.comment, expires_at=body.expires_at
+            resources.pool,
+            resources.clock,
+            body.target,
+            comment=body.comment,
+            expires_at=body.expires_at,
         )
     except ValueError as exc:
         raise ApiError(

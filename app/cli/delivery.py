@@ -23,11 +23,12 @@ from app.cli.runtime import (
     scheduler_of,
     settings_or_exit,
 )
+from app.clock import system_clock
 from app.config import Settings
 from app.delivery import suppression
 from app.delivery.errors import DeliveryError
 from app.delivery.mail import parse_mailto
-from app.delivery.service import deliver_due, list_deliveries, make_day_due, senders_of
+from app.delivery.service import deliver_due, list_deliveries, make_day_due
 from app.delivery.signing import DkimKeyError
 from app.delivery.store import DeliveryRow
 from app.delivery.suppression_store import SuppressionRow
@@ -69,7 +70,7 @@ def _expiry(text: str) -> datetime:
     if match:
         amount = int(match.group(1))
         delta = timedelta(days=amount) if match.group(2) == "d" else timedelta(hours=amount)
-        return datetime.now(UTC) + delta
+        return system_clock() + delta
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -85,7 +86,7 @@ def _fail(message: str, status: int = 1) -> int:
 def _send(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
     day: date = args.day
-    if day >= datetime.now(UTC).date():
+    if day >= system_clock().date():
         return _fail(f"{day} is not over yet (UTC); only past days can be sent", 2)
     with database_url(settings) as url:
         try:
@@ -113,11 +114,18 @@ async def _send_async(settings: Settings, url: str, day: date, *, dry_run: bool)
             f"{summary.pending} waiting for DNS, {summary.already_done} already done",
             file=sys.stderr,
         )
-        total = await make_day_due(res, day)
+        total = await make_day_due(res.pool, res.clock, day)
         owner, sent = instance_name(), 0
         while True:
             attempted = await deliver_due(
-                res, owner=owner, limit=settings.delivery.batch_size, day=day
+                res.pool,
+                res.open_senders(),
+                res.clock,
+                settings.delivery,
+                sending=settings.send_reports,
+                owner=owner,
+                limit=settings.delivery.batch_size,
+                day=day,
             )
             if attempted == 0:
                 break
@@ -135,7 +143,7 @@ async def _send_async(settings: Settings, url: str, day: date, *, dry_run: bool)
 async def _day_deliveries(res: Resources, day: date) -> list[DeliveryRow]:
     rows: list[DeliveryRow] = []
     after = 0
-    while page := await list_deliveries(res, day=day, after_id=after, limit=1000):
+    while page := await list_deliveries(res.pool, day=day, after_id=after, limit=1000):
         rows.extend(page)
         after = page[-1].id
     return rows
@@ -148,8 +156,7 @@ async def _dry_run(res: Resources, day: date) -> int:
     from app.report.service import NoReportError
     from app.report.views import preview_report
 
-    senders = senders_of(res)
-    relay = senders.relay.target
+    relay = res.open_senders().relay.target
     domains = sorted({a.policy.policy_domain for a in await day_aggregates(res.pool, day)})
     if not domains:
         print(f"no results for {day}: nothing would be sent")
@@ -172,7 +179,7 @@ async def _dry_run(res: Resources, day: date) -> int:
 
 
 async def _route(res: Resources, rua: str, relay: str) -> str:
-    senders = senders_of(res)
+    senders = res.open_senders()
     if rua.startswith("mailto:"):
         if senders.dkim_key is None:
             return "not sent: no DKIM key configured"
@@ -215,7 +222,7 @@ def _suppress_add(args: argparse.Namespace) -> int:
     async def run(url: str) -> SuppressionRow:
         async with opened(settings, url) as res:
             return await suppression.add_suppression(
-                res.pool, args.target, comment=args.comment, expires_at=args.expires
+                res.pool, res.clock, args.target, comment=args.comment, expires_at=args.expires
             )
 
     with database_url(settings) as url:
@@ -237,7 +244,7 @@ def _suppress_list(args: argparse.Namespace) -> int:
 
     with database_url(settings) as url:
         rows = asyncio.run(run(url))
-    now = datetime.now(UTC)
+    now = system_clock()
     print(f"{'TARGET':48} {'EXPIRES':20} COMMENT")
     for row in rows:
         expires = row.expires_at.strftime("%Y-%m-%d %H:%M") if row.expires_at else "never"

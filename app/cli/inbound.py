@@ -13,6 +13,7 @@ import datetime as dt
 import sys
 
 from app.cli.runtime import database_url, opened, settings_or_exit
+from app.clock import system_clock
 from app.inbound.service import SenderDay, summarize
 from app.tlsrpt.names import normalise_domain
 from app.tlsrpt.text import display
@@ -36,7 +37,7 @@ def _summary(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"tlsrpt: invalid domain: {exc}", file=sys.stderr)
         return 2
-    to_day = args.to_day or dt.datetime.now(dt.UTC).date()
+    to_day = args.to_day or system_clock().date()
     from_day = args.from_day or to_day - dt.timedelta(days=DEFAULT_DAYS - 1)
     if from_day > to_day:
         print("tlsrpt: --from is after --to", file=sys.stderr)
@@ -45,7 +46,7 @@ def _summary(args: argparse.Namespace) -> int:
 
     async def run(url: str) -> list[SenderDay]:
         async with opened(settings, url) as res:
-            return await summarize(res, domain, from_day, to_day)
+            return await summarize(res.pool, domain, from_day, to_day)
 
     with database_url(settings) as url:
         entries = asyncio.run(run(url))

@@ -10,6 +10,8 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
@@ -17,6 +19,10 @@ from fastapi import FastAPI
 from app.cli.collect import register_serve_options, serve_hooks
 from app.cli.runtime import GracefulServer, database_url, settings_or_exit
 from app.config import Settings
+
+if TYPE_CHECKING:
+    from app.main import Hook
+    from app.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +68,7 @@ def serve(args: argparse.Namespace) -> int:
     from app.cli.runtime import start_scheduler
     from app.delivery.senders import check_dkim_key
     from app.delivery.signing import DkimKeyError
-    from app.inbound.lmtp import lmtp_hook
-    from app.main import Hook, create_app
+    from app.main import create_app
 
     if not args.no_scheduler:
         try:
@@ -110,6 +115,25 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def lmtp_hook(address: str) -> Hook:
+    """A `create_app` start hook running the LMTP listener for the app's lifetime."""
+    from app.inbound.lmtp import parse_listen_address, start_lmtp
+
+    host, port = parse_listen_address(address)
+
+    async def start(res: Resources) -> Callable[[], Awaitable[None]]:
+        committer, settings = res.inbound_committer, res.settings.inbound
+        server = await start_lmtp(committer, res.resolver, settings, host, port)
+
+        async def stop() -> None:
+            server.close()
+            await server.wait_closed()
+
+        return stop
+
+    return start
+
+
 # Set by `serve --workers N` for its worker processes (not an operator setting).
 WORKER_SCHEDULER_ENV = "TLSRPT_INTERNAL_WORKER_SCHEDULER"
 
@@ -143,7 +167,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
 def worker_app() -> FastAPI:
     """The app of one `serve --workers` process (uvicorn calls this factory)."""
     from app.cli.runtime import start_scheduler
-    from app.main import Hook, create_app
+    from app.main import create_app
 
     settings = settings_or_exit()
     hooks: list[Hook] = [start_scheduler] if os.environ.get(WORKER_SCHEDULER_ENV) == "1" else []

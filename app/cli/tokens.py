@@ -36,7 +36,7 @@ def _create(args: argparse.Namespace) -> int:
 
     async def run(url: str) -> str:
         async with opened(settings, url) as res:
-            return await create_token(res.pool, args.name, scopes)
+            return await create_token(res.pool, args.name, scopes, clock=res.clock)
 
     with database_url(settings) as url:
         try:
@@ -79,7 +79,7 @@ def _revoke(args: argparse.Namespace) -> int:
 
     async def run(url: str) -> bool:
         async with opened(settings, url) as res:
-            return await revoke_token(res.pool, args.name)
+            return await revoke_token(res.pool, args.name, clock=res.clock)
 
     with database_url(settings) as url:
         done = asyncio.run(run(url))

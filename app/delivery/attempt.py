@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app import metrics
+from app.clock import Clock
+from app.config import DeliverySettings
 from app.delivery import backoff
 from app.delivery.errors import (
     DeliveryError,
@@ -26,7 +28,6 @@ from app.delivery.errors import (
 from app.delivery.mail import ReportMail, build_report_message, format_message_id, parse_mailto
 from app.delivery.senders import Senders
 from app.delivery.store import AttemptRecord, ClaimedDelivery
-from app.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,16 @@ class Outcome:
 
 
 async def attempt(
-    resources: Resources,
     senders: Senders,
+    clock: Clock,
+    settings: DeliverySettings,
     delivery: ClaimedDelivery,
     jitter: Callable[[], float],
 ) -> Outcome:
-    budget = resources.settings.delivery.lease_seconds * ATTEMPT_SHARE_OF_LEASE
+    budget = settings.lease_seconds * ATTEMPT_SHARE_OF_LEASE
     try:
         async with asyncio.timeout(budget):
-            receipt = await _send(resources, senders, delivery)
+            receipt = await _send(senders, clock, delivery)
     except DeliveryError as exc:
         error: DeliveryError = exc
     except TimeoutError:
@@ -95,9 +97,9 @@ async def attempt(
     record = _record(delivery, "temporary", error.code, error.excerpt, error.reason)
     retry_at = backoff.next_attempt_at(
         first_attempt_at=delivery.first_attempt_at,
-        failed_at=resources.clock(),
+        failed_at=clock(),
         attempts=delivery.attempts,
-        settings=resources.settings.delivery,
+        settings=settings,
         jitter=jitter,
     )
     if retry_at is None:
@@ -124,7 +126,7 @@ def _record(
     )
 
 
-async def _send(resources: Resources, senders: Senders, delivery: ClaimedDelivery) -> Receipt:
+async def _send(senders: Senders, clock: Clock, delivery: ClaimedDelivery) -> Receipt:
     if delivery.kind == "https":
         return await senders.poster.post(delivery.rua, delivery.report_gzip)
     if delivery.kind != "mailto":
@@ -148,7 +150,7 @@ async def _send(resources: Resources, senders: Senders, delivery: ClaimedDeliver
                 from_address=senders.from_address,
                 to_address=to_address,
             ),
-            now=resources.clock(),
+            now=clock(),
             message_id=format_message_id(delivery.report_id, delivery.id, senders.submitter),
         )
     except ValueError as exc:

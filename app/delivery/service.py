@@ -17,28 +17,26 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date
 
 from app import metrics
+from app.clock import Clock
+from app.config import DeliverySettings
+from app.db.pool import Pool
 from app.delivery import store
 from app.delivery.attempt import Outcome, attempt
 from app.delivery.senders import Senders
-from app.resources import Resources
 
 log = logging.getLogger(__name__)
 
 
-def comparison_time(resources: Resources) -> datetime:
-    return resources.clock()
-
-
-def senders_of(resources: Resources) -> Senders:
-    return resources.open_senders()
-
-
 async def deliver_due(
-    resources: Resources,
+    pool: Pool,
+    senders: Senders,
+    clock: Clock,
+    settings: DeliverySettings,
     *,
+    sending: bool,
     owner: str,
     limit: int,
     day: date | None = None,
@@ -47,14 +45,14 @@ async def deliver_due(
 ) -> int:
     """Attempt up to `limit` due deliveries (of `day` only, if given); returns attempts made.
 
-    Once `should_stop()` is true no more are claimed; those in flight are finished.
+    Keeps up to `concurrency` attempts in flight. Whatever finished while the previous
+    outcomes were being written is written next, in one statement: under load the batches
+    grow, when idle each outcome is written at once. Once `should_stop()` is true no more
+    are claimed; those in flight are finished.
     """
-    settings = resources.settings
-    senders = senders_of(resources)
-    now = comparison_time(resources)
-    async with resources.pool.connection() as conn, conn.transaction():
+    async with pool.connection() as conn, conn.transaction():
         settled = await store.mark_due_deliveries_settled(
-            conn, now=now, sending=settings.send_reports, dkim=senders.dkim_key is not None
+            conn, now=clock(), sending=sending, dkim=senders.dkim_key is not None
         )
     for state, count in settled.items():
         if count:
@@ -63,14 +61,38 @@ async def deliver_due(
             else:
                 metrics.DELIVERIES_NOT_SENT.labels(state).inc(count)
             log.info("deliveries_settled", extra={"fields": {"state": state, "count": count}})
-    if not settings.send_reports:
+    if not sending:
         return 0
 
     in_flight: set[asyncio.Task[Outcome]] = set()
+    attempted = 0
+    exhausted = False
     try:
-        return await _deliver_in_rounds(
-            resources, senders, owner, limit, day, jitter, should_stop, in_flight
-        )
+        while True:
+            free = settings.concurrency - len(in_flight)
+            wanted = min(free, settings.batch_size, limit - attempted)
+            exhausted = exhausted or should_stop()
+            # Claim when a quarter of the slots are free: fewer, larger claims.
+            if not exhausted and wanted > 0 and free >= max(1, settings.concurrency // 4):
+                async with pool.connection() as conn, conn.transaction():
+                    claimed = await store.claim_due_deliveries(
+                        conn,
+                        owner=owner,
+                        now=clock(),
+                        lease_seconds=settings.lease_seconds,
+                        limit=wanted,
+                        day=day,
+                    )
+                exhausted = len(claimed) < wanted
+                attempted += len(claimed)
+                in_flight |= {
+                    asyncio.create_task(attempt(senders, clock, settings, d, jitter))
+                    for d in claimed
+                }
+            if not in_flight:
+                return attempted
+            done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            await _record(pool, clock, owner, [task.result() for task in done])
     finally:
         # Cancelled (the process is stopping hard): stop the attempts too; their leases
         # expire and another instance takes the deliveries over.
@@ -78,58 +100,12 @@ async def deliver_due(
             task.cancel()
 
 
-async def _deliver_in_rounds(
-    resources: Resources,
-    senders: Senders,
-    owner: str,
-    limit: int,
-    day: date | None,
-    jitter: Callable[[], float],
-    should_stop: Callable[[], bool],
-    in_flight: set[asyncio.Task[Outcome]],
-) -> int:
-    """Keep up to `concurrency` attempts in flight; write finished outcomes in batches.
-
-    Whatever finished while the previous batch was being written is written next, in one
-    statement: under load the batches grow, when idle each outcome is written at once.
-    """
-    settings = resources.settings
-    concurrency = settings.delivery.concurrency
-    attempted = 0
-    exhausted = False
-    while True:
-        free = concurrency - len(in_flight)
-        wanted = min(free, settings.delivery.batch_size, limit - attempted)
-        if should_stop():
-            exhausted = True
-        # Claim when a quarter of the slots are free: fewer, larger claims.
-        if not exhausted and wanted > 0 and free >= max(1, concurrency // 4):
-            async with resources.pool.connection() as conn, conn.transaction():
-                claimed = await store.claim_due_deliveries(
-                    conn,
-                    owner=owner,
-                    now=comparison_time(resources),
-                    lease_seconds=settings.delivery.lease_seconds,
-                    limit=wanted,
-                    day=day,
-                )
-            exhausted = len(claimed) < wanted
-            attempted += len(claimed)
-            for delivery in claimed:
-                in_flight.add(asyncio.create_task(attempt(resources, senders, delivery, jitter)))
-        if not in_flight:
-            return attempted
-        done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-        in_flight -= done
-        await _record(resources, owner, [task.result() for task in done])
-
-
-async def _record(resources: Resources, owner: str, outcomes: list[Outcome]) -> None:
-    async with resources.pool.connection() as conn, conn.transaction():
+async def _record(pool: Pool, clock: Clock, owner: str, outcomes: list[Outcome]) -> None:
+    async with pool.connection() as conn, conn.transaction():
         recorded = await store.mark_deliveries_attempted(
             conn,
             owner=owner,
-            now=comparison_time(resources),
+            now=clock(),
             outcomes=[
                 store.MarkRow(
                     delivery_id=o.delivery.id,
@@ -151,15 +127,15 @@ async def _record(resources: Resources, owner: str, outcomes: list[Outcome]) -> 
             )
 
 
-async def make_day_due(resources: Resources, day: date) -> int:
+async def make_day_due(pool: Pool, clock: Clock, day: date) -> int:
     """Send a day's reports now rather than over the send window (`tlsrpt send`); returns
     the number of the day's pending deliveries."""
-    async with resources.pool.connection() as conn, conn.transaction():
-        return await store.mark_day_deliveries_due(conn, day=day, now=comparison_time(resources))
+    async with pool.connection() as conn, conn.transaction():
+        return await store.mark_day_deliveries_due(conn, day=day, now=clock())
 
 
 async def list_deliveries(
-    resources: Resources,
+    pool: Pool,
     *,
     state: str | None = None,
     day: date | None = None,
@@ -167,17 +143,17 @@ async def list_deliveries(
     limit: int = 100,
 ) -> list[store.DeliveryRow]:
     """Deliveries in id order (keyset pages: pass the last id as `after_id`)."""
-    async with resources.pool.connection() as conn:
+    async with pool.connection() as conn:
         return await store.list_deliveries(
             conn, state=state, day=day, after_id=after_id, limit=limit
         )
 
 
 async def report_deliveries(
-    resources: Resources, report_pk: int
+    pool: Pool, report_pk: int
 ) -> list[tuple[store.DeliveryRow, list[store.AttemptRow]]] | None:
     """A report's deliveries, each with every attempt; None when there is no such report."""
-    async with resources.pool.connection() as conn:
+    async with pool.connection() as conn:
         deliveries = await store.list_report_deliveries(conn, report_pk)
         if not deliveries and not await store.get_report_exists(conn, report_pk):
             return None

@@ -18,9 +18,8 @@ from psycopg.rows import class_row
 
 Conn = AsyncConnection[tuple[Any, ...]]
 
-# Every `now` parameter is the caller's time, or NULL for the database's own clock:
-# `COALESCE(%(now)s::timestamptz, now())`. Instances compare times with the database's
-# clock; tests pass their injected clock.
+# Every `now` is the service's clock (app.clock), passed in: leases, due times and the
+# times written all come from it, so a test with a fake clock runs retries in no time.
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +38,9 @@ class ClaimedDelivery:
 
 
 _CLAIM = """
-WITH clock AS (
-    SELECT COALESCE(%(now)s::timestamptz, now()) AS now
-), expired AS (
+WITH expired AS (
     SELECT id, lease_owner, attempts, last_attempt_at FROM deliveries
-    WHERE state = 'sending' AND lease_expires_at <= (SELECT now FROM clock)
+    WHERE state = 'sending' AND lease_expires_at <= %(now)s
       AND (%(day)s::date IS NULL
            OR report_pk IN (SELECT id FROM reports WHERE day = %(day)s::date))
     ORDER BY lease_expires_at
@@ -51,7 +48,7 @@ WITH clock AS (
     FOR UPDATE SKIP LOCKED
 ), due AS (
     SELECT id FROM deliveries
-    WHERE state = 'pending' AND next_attempt_at <= (SELECT now FROM clock)
+    WHERE state = 'pending' AND next_attempt_at <= %(now)s
       AND (%(day)s::date IS NULL
            OR report_pk IN (SELECT id FROM reports WHERE day = %(day)s::date))
     ORDER BY next_attempt_at
@@ -68,20 +65,20 @@ WITH clock AS (
     -- The instance that held these died mid-attempt: record that its outcome is unknown.
     INSERT INTO delivery_attempts
         (delivery_id, attempt, started_at, finished_at, outcome, reason, owner)
-    SELECT e.id, e.attempts, COALESCE(e.last_attempt_at, clock.now), clock.now,
+    SELECT e.id, e.attempts, COALESCE(e.last_attempt_at, %(now)s), %(now)s,
            'lease_expired', 'the instance sending it stopped before recording an outcome',
            e.lease_owner
-    FROM expired e, clock
+    FROM expired e
     WHERE e.id IN (SELECT id FROM chosen)
 ), claimed AS (
     UPDATE deliveries d SET
         state = 'sending',
         lease_owner = %(owner)s,
-        lease_expires_at = clock.now + make_interval(secs => %(lease_seconds)s),
+        lease_expires_at = %(now)s + make_interval(secs => %(lease_seconds)s),
         attempts = d.attempts + 1,
-        first_attempt_at = COALESCE(d.first_attempt_at, clock.now),
-        last_attempt_at = clock.now
-    FROM reports r, clock
+        first_attempt_at = COALESCE(d.first_attempt_at, %(now)s),
+        last_attempt_at = %(now)s
+    FROM reports r
     WHERE r.id = d.report_pk AND d.id IN (SELECT id FROM chosen)
     RETURNING d.id, d.rua, d.kind, d.attempts, d.first_attempt_at, d.last_attempt_at,
               r.report_id, r.day, r.policy_domain, r.filename, r.report_gzip
@@ -96,7 +93,7 @@ async def claim_due_deliveries(
     conn: Conn,
     *,
     owner: str,
-    now: datetime | None,
+    now: datetime,
     lease_seconds: float,
     limit: int,
     day: date | None = None,
@@ -140,16 +137,14 @@ class MarkRow:
 
 
 async def mark_deliveries_attempted(
-    conn: Conn, *, owner: str, now: datetime | None, outcomes: list[MarkRow]
+    conn: Conn, *, owner: str, now: datetime, outcomes: list[MarkRow]
 ) -> set[int]:
     """Set each delivery's state and record its attempt, where the lease is still ours;
     returns the ids recorded. One statement for the whole batch, rows in id order."""
     rows = sorted(outcomes, key=lambda r: r.delivery_id)
     cur = await conn.execute(
         """
-        WITH clock AS (
-            SELECT COALESCE(%(now)s::timestamptz, now()) AS now
-        ), input AS (
+        WITH input AS (
             SELECT * FROM unnest(
                 %(ids)s::bigint[], %(states)s::text[], %(next)s::timestamptz[],
                 %(errors)s::text[], %(outcomes)s::text[], %(started)s::timestamptz[],
@@ -161,17 +156,17 @@ async def mark_deliveries_attempted(
             UPDATE deliveries d SET
                 state = i.state,
                 next_attempt_at = COALESCE(i.next_attempt_at, d.next_attempt_at),
-                sent_at = CASE WHEN i.state = 'sent' THEN clock.now ELSE d.sent_at END,
+                sent_at = CASE WHEN i.state = 'sent' THEN %(now)s ELSE d.sent_at END,
                 last_error = i.last_error,
                 lease_owner = NULL,
                 lease_expires_at = NULL
-            FROM input i, clock
+            FROM input i
             WHERE d.id = i.id AND d.lease_owner = %(owner)s AND d.state = 'sending'
-            RETURNING d.id, d.attempts, clock.now
+            RETURNING d.id, d.attempts
         ), attempt AS (
             INSERT INTO delivery_attempts (delivery_id, attempt, started_at, finished_at,
                 outcome, smtp_reply_code, http_status, reason, excerpt, owner)
-            SELECT m.id, m.attempts, i.started_at, m.now, i.outcome, i.smtp_reply_code,
+            SELECT m.id, m.attempts, i.started_at, %(now)s, i.outcome, i.smtp_reply_code,
                    i.http_status, i.reason, i.excerpt, %(owner)s
             FROM marked m JOIN input i ON i.id = m.id
             ORDER BY m.id
@@ -197,7 +192,7 @@ async def mark_deliveries_attempted(
 
 
 async def mark_due_deliveries_settled(
-    conn: Conn, *, now: datetime | None, sending: bool, dkim: bool
+    conn: Conn, *, now: datetime, sending: bool, dkim: bool
 ) -> dict[str, int]:
     """End due deliveries that will not be attempted; counts per new state.
 
@@ -211,7 +206,7 @@ async def mark_due_deliveries_settled(
             """
             UPDATE deliveries SET state = 'disabled',
                 last_error = 'sending is switched off (TLSRPT_SEND_REPORTS=false)'
-            WHERE state = 'pending' AND next_attempt_at <= COALESCE(%(now)s::timestamptz, now())
+            WHERE state = 'pending' AND next_attempt_at <= %(now)s
             """,
             params,
         )
@@ -224,7 +219,7 @@ async def mark_due_deliveries_settled(
                 last_error = 'no DKIM key configured (TLSRPT_DKIM__SELECTOR, '
                              'TLSRPT_DKIM__PRIVATE_KEY_FILE): mail reports are not sent'
             WHERE state = 'pending' AND kind = 'mailto'
-              AND next_attempt_at <= COALESCE(%(now)s::timestamptz, now())
+              AND next_attempt_at <= %(now)s
             """,
             params,
         )
@@ -234,9 +229,9 @@ async def mark_due_deliveries_settled(
         UPDATE deliveries d SET state = 'suppressed',
             last_error = 'suppressed by the operator: ' || s.comment
         FROM suppressions s
-        WHERE d.state = 'pending' AND d.next_attempt_at <= COALESCE(%(now)s::timestamptz, now())
+        WHERE d.state = 'pending' AND d.next_attempt_at <= %(now)s
           AND s.target = d.rua
-          AND (s.expires_at IS NULL OR s.expires_at > COALESCE(%(now)s::timestamptz, now()))
+          AND (s.expires_at IS NULL OR s.expires_at > %(now)s)
         """,
         params,
     )
@@ -244,14 +239,14 @@ async def mark_due_deliveries_settled(
     return counts
 
 
-async def mark_day_deliveries_due(conn: Conn, *, day: date, now: datetime | None) -> int:
+async def mark_day_deliveries_due(conn: Conn, *, day: date, now: datetime) -> int:
     """Move a day's never-attempted pending deliveries to now (`tlsrpt send`); returns how
     many of the day's deliveries are pending."""
     await conn.execute(
         """
-        UPDATE deliveries SET next_attempt_at = COALESCE(%(now)s::timestamptz, now())
+        UPDATE deliveries SET next_attempt_at = %(now)s
         WHERE state = 'pending' AND attempts = 0
-          AND next_attempt_at > COALESCE(%(now)s::timestamptz, now())
+          AND next_attempt_at > %(now)s
           AND report_pk IN (SELECT id FROM reports WHERE day = %(day)s)
         """,
         {"day": day, "now": now},

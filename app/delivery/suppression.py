@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from app.clock import Clock
 from app.db.pool import Pool
 from app.delivery import suppression_store as store
 from app.delivery.suppression_store import SuppressionRow
@@ -40,7 +41,7 @@ def normalise_target(text: str) -> str:
 
 
 async def add_suppression(
-    pool: Pool, target: str, *, comment: str, expires_at: datetime | None
+    pool: Pool, clock: Clock, target: str, *, comment: str, expires_at: datetime | None
 ) -> SuppressionRow:
     """Add (or update) a suppression; ValueError for a target or comment that is invalid."""
     normalised = normalise_target(target)
@@ -50,7 +51,7 @@ async def add_suppression(
         raise ValueError("expires_at needs a time zone")
     async with pool.connection() as conn, conn.transaction():
         return await store.upsert_suppression(
-            conn, target=normalised, comment=comment, expires_at=expires_at
+            conn, target=normalised, comment=comment, expires_at=expires_at, now=clock()
         )
 
 

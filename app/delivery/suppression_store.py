@@ -22,19 +22,19 @@ class SuppressionRow:
 
 
 async def upsert_suppression(
-    conn: Conn, *, target: str, comment: str, expires_at: datetime | None
+    conn: Conn, *, target: str, comment: str, expires_at: datetime | None, now: datetime
 ) -> SuppressionRow:
     """Add a suppression, or replace the comment and expiry of the existing one."""
     async with conn.cursor(row_factory=class_row(SuppressionRow)) as cur:
         await cur.execute(
             """
-            INSERT INTO suppressions (target, comment, expires_at)
-            VALUES (%(target)s, %(comment)s, %(expires_at)s)
+            INSERT INTO suppressions (target, comment, expires_at, created_at)
+            VALUES (%(target)s, %(comment)s, %(expires_at)s, %(now)s)
             ON CONFLICT (target) DO UPDATE
                 SET comment = EXCLUDED.comment, expires_at = EXCLUDED.expires_at
             RETURNING id, target, comment, expires_at, created_at
             """,
-            {"target": target, "comment": comment, "expires_at": expires_at},
+            {"target": target, "comment": comment, "expires_at": expires_at, "now": now},
         )
         row = await cur.fetchone()
         assert row is not None

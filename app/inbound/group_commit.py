@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from app.clock import Clock
 from app.db.group_commit import GroupCommitQueue, Pending
 from app.db.pool import Pool
 from app.inbound import store
@@ -27,10 +28,13 @@ _Pending = Pending[NewReport, tuple[int, bool]]
 
 
 class ReportCommitter(GroupCommitQueue[NewReport, tuple[int, bool]]):
-    def __init__(self, pool: Pool, *, writers: int = 3, max_policies: int = 5_000) -> None:
+    def __init__(
+        self, pool: Pool, clock: Clock, *, writers: int = 3, max_policies: int = 5_000
+    ) -> None:
         # The budget bounds a statement and its memory by policy rows.
         super().__init__(writers=writers, budget=max_policies)
         self._pool = pool
+        self._clock = clock
 
     async def insert(self, report: NewReport) -> tuple[int, bool]:
         """Return the report's row id and whether this call stored it (False: a duplicate)
@@ -65,7 +69,7 @@ class ReportCommitter(GroupCommitQueue[NewReport, tuple[int, bool]]):
     async def _write(self, copies: list[list[_Pending]]) -> None:
         reports = [dataclasses.replace(same[0].item, copies=len(same)) for same in copies]
         async with self._pool.connection() as conn, conn.transaction():
-            stored = await store.insert_reports(conn, reports)
+            stored = await store.insert_reports(conn, reports, now=self._clock())
         for same, (report_pk, inserted) in zip(copies, stored, strict=True):
             for index, pending in enumerate(same):
                 pending.settle((report_pk, inserted and index == 0))

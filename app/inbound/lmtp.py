@@ -13,21 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from functools import partial
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from app.config import InboundSettings
+from app.dns.resolver import TxtResolver
+from app.inbound.group_commit import ReportCommitter
 from app.inbound.mail import NoReportError
 from app.inbound.service import Via, receive_mail
-from app.resources import Resources
 from app.tlsrpt.inflate import InflatedTooLargeError, InflateError
 from app.tlsrpt.received import InvalidReportError, ReportTooLargeError
 from app.tlsrpt.text import display
 
 log = logging.getLogger(__name__)
-
-Cleanup = Callable[[], Awaitable[None]]
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -47,9 +47,11 @@ def _reply(code: str, text: str) -> str:
 class ReportHandler:
     """aiosmtpd handler: accepts the report addresses, stores each mail's report."""
 
-    def __init__(self, resources: Resources) -> None:
-        self.resources = resources
-        self.recipients = {a.lower() for a in resources.settings.inbound.lmtp_recipients}
+    def __init__(
+        self, committer: ReportCommitter, resolver: TxtResolver, settings: InboundSettings
+    ) -> None:
+        self.receive = partial(receive_mail, committer, resolver, settings, via=Via.LMTP)
+        self.recipients = {a.lower() for a in settings.lmtp_recipients}
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str,
@@ -68,7 +70,7 @@ class ReportHandler:
 
     async def _store(self, raw: bytes) -> str:
         try:
-            receipt = await receive_mail(self.resources, raw, Via.LMTP)
+            receipt = await self.receive(raw)
         except NoReportError as exc:
             return _reply("550 5.6.0", f"no TLSRPT report in this mail: {exc.reason}")
         except InvalidReportError as exc:
@@ -86,31 +88,20 @@ class ReportHandler:
         return f"250 2.0.0 report stored (id {receipt.report_pk})"
 
 
-async def start_lmtp(resources: Resources, host: str, port: int) -> asyncio.Server:
+async def start_lmtp(
+    committer: ReportCommitter,
+    resolver: TxtResolver,
+    settings: InboundSettings,
+    host: str,
+    port: int,
+) -> asyncio.Server:
     """Listen for LMTP on (host, port) in the running loop; port 0 picks a free one."""
-    handler = ReportHandler(resources)
-    limit = resources.settings.inbound.max_body_bytes
+    handler = ReportHandler(committer, resolver, settings)
 
     def protocol() -> LMTP:
-        return LMTP(handler, data_size_limit=limit, ident="tlsrpt LMTP")
+        return LMTP(handler, data_size_limit=settings.max_body_bytes, ident="tlsrpt LMTP")
 
     server = await asyncio.get_running_loop().create_server(protocol, host, port)
     bound = [s.getsockname()[:2] for s in server.sockets]
     log.info("lmtp_listening", extra={"fields": {"addresses": bound}})
     return server
-
-
-def lmtp_hook(address: str) -> Callable[[Resources], Awaitable[Cleanup]]:
-    """A `create_app` start hook running the listener for the app's lifetime."""
-    host, port = parse_listen_address(address)
-
-    async def start(resources: Resources) -> Cleanup:
-        server = await start_lmtp(resources, host, port)
-
-        async def stop() -> None:
-            server.close()
-            await server.wait_closed()
-
-        return stop
-
-    return start

@@ -20,12 +20,14 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from app.config import InboundSettings
+from app.db.pool import Pool
+from app.dns.resolver import TxtResolver
 from app.inbound import store
 from app.inbound.dkimcheck import DkimResult, verify_dkim
+from app.inbound.group_commit import ReportCommitter
 from app.inbound.keys import resolver_key_lookup
 from app.inbound.mail import FoundReport, find_report
 from app.inbound.store import ReportFilter
-from app.resources import Resources
 from app.tlsrpt.inflate import InflatedTooLargeError, inflate_gzip, is_gzip
 from app.tlsrpt.received import Limits, ReceivedReport
 from app.tlsrpt.received_json import parse_report
@@ -66,23 +68,27 @@ def read_report_body(data: bytes, settings: InboundSettings) -> tuple[bytes, Rec
     return data, parse_report(data, limits)
 
 
-async def receive_report(resources: Resources, body: bytes) -> Receipt:
+async def receive_report(
+    committer: ReportCommitter, settings: InboundSettings, body: bytes
+) -> Receipt:
     """A report POSTed to the rua endpoint (RFC 8460 §5.4)."""
-    data, report = await _off_loop_if_large(
-        len(body), read_report_body, body, resources.settings.inbound
-    )
-    return await _store(resources, report, data, Via.HTTPS)
+    data, report = await _off_loop_if_large(len(body), read_report_body, body, settings)
+    return await _store(committer, report, data, Via.HTTPS)
 
 
-async def receive_mail(resources: Resources, raw: bytes, via: Via = Via.MAIL) -> Receipt:
+async def receive_mail(
+    committer: ReportCommitter,
+    resolver: TxtResolver,
+    settings: InboundSettings,
+    raw: bytes,
+    via: Via = Via.MAIL,
+) -> Receipt:
     """A whole report mail (RFC 8460 §5.3); raise NoReportError when it holds none."""
     found = await _off_loop_if_large(len(raw), find_report, raw)
-    data, report = await _off_loop_if_large(
-        len(found.data), read_report_body, found.data, resources.settings.inbound
-    )
+    data, report = await _off_loop_if_large(len(found.data), read_report_body, found.data, settings)
     # DNS before the transaction: no transaction waits on a key lookup.
-    dkim = await verify_dkim(raw, resolver_key_lookup(resources.resolver))
-    return await _store(resources, report, data, via, found, dkim)
+    dkim = await verify_dkim(raw, resolver_key_lookup(resolver))
+    return await _store(committer, report, data, via, found, dkim)
 
 
 async def _off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T:
@@ -94,7 +100,7 @@ async def _off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T
 
 
 async def _store(
-    resources: Resources,
+    committer: ReportCommitter,
     report: ReceivedReport,
     data: bytes,
     via: Via,
@@ -104,9 +110,7 @@ async def _store(
     row = _report_row(report, data, via, found, dkim)
     policies, failures = _policy_rows(report)
     # Committed with whatever other reports arrive meanwhile (one transaction for all).
-    report_pk, inserted = await resources.inbound_committer.insert(
-        store.NewReport(row, policies, failures)
-    )
+    report_pk, inserted = await committer.insert(store.NewReport(row, policies, failures))
     log.info(
         "inbound_report_received",
         extra={
@@ -197,13 +201,13 @@ def _policy_rows(report: ReceivedReport) -> tuple[list[dict[str, Any]], list[dic
 # Reading
 
 
-async def list_reports(resources: Resources, where: ReportFilter) -> list[dict[str, Any]]:
-    async with resources.pool.connection() as conn:
+async def list_reports(pool: Pool, where: ReportFilter) -> list[dict[str, Any]]:
+    async with pool.connection() as conn:
         return await store.list_reports(conn, where)
 
 
-async def get_report(resources: Resources, report_pk: int) -> dict[str, Any] | None:
-    async with resources.pool.connection() as conn:
+async def get_report(pool: Pool, report_pk: int) -> dict[str, Any] | None:
+    async with pool.connection() as conn:
         return await store.get_report(conn, report_pk)
 
 
@@ -233,11 +237,9 @@ class SenderDay:
         return sorted(self.mx_hosts.values(), key=lambda m: (-m.failed_sessions, m.mx_host or ""))
 
 
-async def summarize(
-    resources: Resources, domain: str, from_day: date, to_day: date
-) -> list[SenderDay]:
+async def summarize(pool: Pool, domain: str, from_day: date, to_day: date) -> list[SenderDay]:
     """Per day and sending organization: sessions, failure types, MX hosts and IPs."""
-    async with resources.pool.connection() as conn:
+    async with pool.connection() as conn:
         sessions = await store.list_summary_sessions(conn, domain, from_day, to_day)
         failures = await store.list_summary_failures(conn, domain, from_day, to_day)
     days = {(d, o): SenderDay(d, o, n, ok, bad) for d, o, n, ok, bad in sessions}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -65,14 +65,15 @@ _INSERT_REPORTS = """
         end_at, day, policy_domains, policy_count, success_count, failure_count,
         has_failures, policies, failures, received_via, report_json, extra, mail_from,
         mail_subject, mail_message_id, mail_report_domain, mail_submitter, mail_filename,
-        dkim_verdict, dkim_domain, dkim_reason, times_received)
+        dkim_verdict, dkim_domain, dkim_reason, times_received, received_at,
+        last_received_at)
     SELECT organization_name, report_id, contact_info, start_at, end_at, day,
         ARRAY(SELECT DISTINCT y.policy_domain
             FROM jsonb_to_recordset(d -> 'policies') AS y(policy_domain text) ORDER BY 1),
         policy_count, success_count, failure_count, has_failures, d -> 'policies',
         d -> 'failures', received_via, report_json, d -> 'extra', mail_from, mail_subject,
         mail_message_id, mail_report_domain, mail_submitter, mail_filename, dkim_verdict,
-        dkim_domain, dkim_reason, copies
+        dkim_domain, dkim_reason, copies, %(now)s, %(now)s
     FROM (
         SELECT u.*, %(details)s::jsonb -> (u.n::integer - 1) AS d
         FROM unnest(%(organization_name)b::text[], %(report_id)b::text[],
@@ -94,13 +95,16 @@ _INSERT_REPORTS = """
     ORDER BY organization_name, report_id
     ON CONFLICT (organization_name, report_id) DO UPDATE SET
         times_received = r.times_received + EXCLUDED.times_received,
-        last_received_at = now()
+        last_received_at = EXCLUDED.last_received_at
     RETURNING organization_name, report_id, id, (xmax = 0) AS inserted
 """
 
 
-async def insert_reports(conn: Conn, reports: Sequence[NewReport]) -> list[tuple[int, bool]]:
-    """Store reports with their policies and failure details, in one statement.
+async def insert_reports(
+    conn: Conn, reports: Sequence[NewReport], *, now: datetime
+) -> list[tuple[int, bool]]:
+    """Store reports with their policies and failure details, in one statement, received
+    at `now`.
 
     Keys (organization, report-id) must be distinct. A report whose key is already
     stored only counts its copies as resends. Returns, in the order given, each row id
@@ -108,6 +112,7 @@ async def insert_reports(conn: Conn, reports: Sequence[NewReport]) -> list[tuple
     """
     params: dict[str, Any] = {name: [r.row[name] for r in reports] for name in _REPORT_COLUMNS}
     params["copies"] = [r.copies for r in reports]
+    params["now"] = now
     # One JSON document for what is not a column: per report, its policy and failure
     # rows as record sets and its unknown keys (arrays of JSON cost far more to send).
     params["details"] = _jsonb([_details(r) for r in reports])

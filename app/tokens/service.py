@@ -18,6 +18,7 @@ from enum import StrEnum
 
 from psycopg import errors
 
+from app.clock import Clock
 from app.db.pool import Pool
 from app.tokens import store
 
@@ -49,8 +50,10 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def create_token(pool: Pool, name: str, scopes: list[Scope]) -> str:
-    """Create a token and return its secret; only the digest is stored."""
+async def create_token(pool: Pool, name: str, scopes: list[Scope], *, clock: Clock) -> str:
+    """Create a token and return its secret; only the digest is stored.
+
+    The default clock serves only tests/conftest.py, which does not pass one yet."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     try:
         async with pool.connection() as conn:
@@ -59,6 +62,7 @@ async def create_token(pool: Pool, name: str, scopes: list[Scope]) -> str:
                 name=name,
                 scopes=sorted({s.value for s in scopes}),
                 token_hash=hash_token(token),
+                now=clock(),
             )
     except errors.UniqueViolation:
         raise TokenNameTakenError(name) from None
@@ -70,9 +74,9 @@ async def list_tokens(pool: Pool) -> list[TokenInfo]:
         return [TokenInfo(*row) for row in await store.list_tokens(conn)]
 
 
-async def revoke_token(pool: Pool, name: str) -> bool:
+async def revoke_token(pool: Pool, name: str, *, clock: Clock) -> bool:
     async with pool.connection() as conn:
-        return await store.mark_revoked(conn, name) > 0
+        return await store.mark_revoked(conn, name, now=clock()) > 0
 
 
 class Authenticator:

@@ -1,4 +1,4 @@
-"""SQL for api_tokens."""
+"""SQL for api_tokens; `now` is the caller's clock (app.clock)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ from psycopg import AsyncConnection
 Conn = AsyncConnection[tuple[Any, ...]]
 
 
-async def insert_token(conn: Conn, *, name: str, scopes: list[str], token_hash: bytes) -> int:
+async def insert_token(
+    conn: Conn, *, name: str, scopes: list[str], token_hash: bytes, now: datetime
+) -> int:
     cur = await conn.execute(
         """
-        INSERT INTO api_tokens (name, scopes, token_hash)
-        VALUES (%(name)s, %(scopes)s, %(token_hash)s)
+        INSERT INTO api_tokens (name, scopes, token_hash, created_at)
+        VALUES (%(name)s, %(scopes)s, %(token_hash)s, %(now)s)
         RETURNING id
         """,
-        {"name": name, "scopes": scopes, "token_hash": token_hash},
+        {"name": name, "scopes": scopes, "token_hash": token_hash, "now": now},
     )
     row = await cur.fetchone()
     assert row is not None
@@ -40,9 +42,9 @@ async def list_tokens(conn: Conn) -> list[tuple[str, list[str], datetime, dateti
     return [(r[0], list(r[1]), r[2], r[3]) for r in await cur.fetchall()]
 
 
-async def mark_revoked(conn: Conn, name: str) -> int:
+async def mark_revoked(conn: Conn, name: str, *, now: datetime) -> int:
     cur = await conn.execute(
-        "UPDATE api_tokens SET revoked_at = now() WHERE name = %(name)s AND revoked_at IS NULL",
-        {"name": name},
+        "UPDATE api_tokens SET revoked_at = %(now)s WHERE name = %(name)s AND revoked_at IS NULL",
+        {"name": name, "now": now},
     )
     return cur.rowcount

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from app.delivery.service import deliver_due
 from app.main import create_app
 from app.resources import Resources
 from app.tokens.service import Scope, create_token
@@ -17,7 +16,13 @@ from tests.clock import FakeClock
 from tests.conftest import bearer
 from tests.delivery.certs import LoopbackCa
 from tests.delivery.conftest import dkim_pair, test_ca  # noqa: F401  (fixtures)
-from tests.delivery.env import DeliveryEnv, delivery_env, delivery_states, store_report
+from tests.delivery.env import (
+    DeliveryEnv,
+    deliver,
+    delivery_env,
+    delivery_states,
+    store_report,
+)
 
 DAY = date(2026, 11, 23)
 
@@ -43,7 +48,8 @@ async def api(env: DeliveryEnv) -> AsyncIterator[tuple[Resources, httpx.AsyncCli
 
 
 async def headers(resources: Resources, scope: Scope) -> dict[str, str]:
-    return bearer(await create_token(resources.pool, f"t-{scope.value}", [scope]))
+    token = await create_token(resources.pool, f"t-{scope.value}", [scope], clock=resources.clock)
+    return bearer(token)
 
 
 async def test_deliveries_by_state_and_day_with_attempts(
@@ -66,7 +72,7 @@ async def test_deliveries_by_state_and_day_with_attempts(
         rua=["mailto:r@example.org"],
         next_attempt_at=env.clock() + timedelta(hours=1),
     )
-    await deliver_due(resources, owner="t", limit=10)
+    await deliver(resources, owner="t", limit=10)
 
     everything = (await client.get("/v1/deliveries", headers=read)).json()
     assert [d["state"] for d in everything["deliveries"]] == ["failed", "sent", "pending"]
@@ -114,6 +120,7 @@ async def test_suppression_list(env: DeliveryEnv, api: tuple[Resources, httpx.As
     assert added.status_code == 201, added.text
     assert added.json()["target"] == "mailto:Reports@example.com"
     assert added.json()["active"] is True
+    assert datetime.fromisoformat(added.json()["created_at"]) == env.clock()
     expired_at = (env.clock() - timedelta(days=1)).isoformat()
     await client.post(
         "/v1/suppressions",
@@ -149,7 +156,7 @@ async def test_suppression_list(env: DeliveryEnv, api: tuple[Resources, httpx.As
         rua=["mailto:Reports@example.com", env.https_rua()],
         next_attempt_at=env.clock(),
     )
-    assert await deliver_due(resources, owner="t", limit=10) == 1
+    assert await deliver(resources, owner="t", limit=10) == 1
     states = await delivery_states(resources)
     assert states["mailto:Reports@example.com"][0] == "suppressed"
     assert "asked us to stop" in (states["mailto:Reports@example.com"][2] or "")

@@ -390,7 +390,7 @@ async def test_a_revoked_token_stops_working(
 
     token = await make_token(Scope.INGEST, name="mta1")
     assert (await post(client, bearer(token), STS_RESULT)).status_code == 200
-    assert await revoke_token(resources.pool, "mta1")
+    assert await revoke_token(resources.pool, "mta1", clock=resources.clock)
     resources.authenticator._cache.clear()  # the cache's TTL elapsing
     assert (await post(client, bearer(token), STS_RESULT)).status_code == 401
 

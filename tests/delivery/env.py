@@ -1,5 +1,6 @@
 """A delivery environment for tests: loopback SMTP and HTTPS sinks, a DKIM key, settings
-and resources aimed at them, and helpers to store reports the way `build_day` does."""
+and resources aimed at them, helpers to store reports the way `build_day` does, and
+`deliver`, which runs `deliver_due` with what a resources object holds."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from app.config import (
 )
 from app.db.migrate import expected_heads
 from app.db.pool import open_pool
-from app.delivery.senders import open_senders
+from app.delivery.service import deliver_due
 from app.resources import Resources
 from tests.clock import FakeClock
 from tests.delivery.certs import LoopbackCa
@@ -68,8 +69,8 @@ class DeliveryEnv:
             resolver=FakeResolver(),
             clock=self.clock,
             expected_heads=expected_heads(),
+            address_resolver=self.resolver,
         )
-        resources.senders = open_senders(settings, self.resolver)
         self.opened.append(resources)
         return resources
 
@@ -124,6 +125,14 @@ async def delivery_env(
         finally:
             for resources in env.opened:
                 await resources.close()
+
+
+async def deliver(res: Resources, **options: Any) -> int:
+    """`deliver_due` on the resources' pool, senders, clock and delivery settings."""
+    s = res.settings
+    return await deliver_due(
+        res.pool, res.open_senders(), res.clock, s.delivery, sending=s.send_reports, **options
+    )
 
 
 async def store_report(

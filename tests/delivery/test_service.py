@@ -15,13 +15,13 @@ import dkim
 import pytest
 
 from app.delivery import store
-from app.delivery.service import deliver_due
 from app.delivery.store import AttemptRecord, MarkRow
 from tests.clock import FakeClock
 from tests.delivery.certs import LoopbackCa
 from tests.delivery.env import (
     DeliveryEnv,
     attempt_rows,
+    deliver,
     delivery_env,
     delivery_states,
     store_report,
@@ -55,8 +55,8 @@ async def test_mail_and_https_are_delivered_once(
         next_attempt_at=env.clock() - timedelta(seconds=1),
         report_json=body,
     )
-    assert await deliver_due(resources, owner="a", limit=100) == 2
-    assert await deliver_due(resources, owner="a", limit=100) == 0
+    assert await deliver(resources, owner="a", limit=100) == 2
+    assert await deliver(resources, owner="a", limit=100) == 0
 
     [mail] = env.smtp.messages
     assert mail.mail_from == "reports@sender.example"
@@ -86,9 +86,9 @@ async def test_not_due_yet_is_left_alone(env: DeliveryEnv) -> None:
         rua=["mailto:tlsrpt@example.com"],
         next_attempt_at=env.clock() + timedelta(minutes=5),
     )
-    assert await deliver_due(resources, owner="a", limit=100) == 0
+    assert await deliver(resources, owner="a", limit=100) == 0
     env.clock.advance(minutes=5)
-    assert await deliver_due(resources, owner="a", limit=100) == 1
+    assert await deliver(resources, owner="a", limit=100) == 1
     assert len(env.smtp.messages) == 1
 
 
@@ -107,7 +107,7 @@ async def test_temporary_failures_are_retried_then_succeed(env: DeliveryEnv) -> 
             rua=["mailto:tlsrpt@example.com", env.https_rua(), refused_rua],
             next_attempt_at=env.clock(),
         )
-        assert await deliver_due(resources, owner="a", limit=100, jitter=lambda: 0.0) == 3
+        assert await deliver(resources, owner="a", limit=100, jitter=lambda: 0.0) == 3
     states = await delivery_states(resources)
     assert states["mailto:tlsrpt@example.com"][:2] == ("pending", 1)
     assert "451 4.7.1 Greylisted" in (states["mailto:tlsrpt@example.com"][2] or "")
@@ -117,10 +117,10 @@ async def test_temporary_failures_are_retried_then_succeed(env: DeliveryEnv) -> 
 
     # Not again before the backoff (60 s initial) has passed.
     env.clock.advance(seconds=59)
-    assert await deliver_due(resources, owner="a", limit=100) == 0
+    assert await deliver(resources, owner="a", limit=100) == 0
     env.clock.advance(seconds=1)
     env.resolver.answers["later.test"] = ["127.0.0.1"]  # the receiver is back
-    assert await deliver_due(resources, owner="a", limit=100) == 3
+    assert await deliver(resources, owner="a", limit=100) == 3
 
     states = await delivery_states(resources)
     assert {rua: s[:2] for rua, s in states.items()} == {
@@ -147,9 +147,9 @@ async def test_permanent_failures_end_as_failed(env: DeliveryEnv) -> None:
         rua=["mailto:nobody@example.com", env.https_rua("/missing")],
         next_attempt_at=env.clock(),
     )
-    assert await deliver_due(resources, owner="a", limit=100) == 2
+    assert await deliver(resources, owner="a", limit=100) == 2
     env.clock.advance(hours=30)
-    assert await deliver_due(resources, owner="a", limit=100) == 0
+    assert await deliver(resources, owner="a", limit=100) == 0
     states = await delivery_states(resources)
     assert states["mailto:nobody@example.com"][:2] == ("failed", 1)
     assert "550 5.1.1 No such user" in (states["mailto:nobody@example.com"][2] or "")
@@ -173,7 +173,7 @@ async def test_a_day_of_temporary_failures_ends_as_failed(env: DeliveryEnv) -> N
     rounds = 0
     while True:
         env.smtp.rcpt_replies.append("421 4.3.2 Service not available")
-        attempted = await deliver_due(resources, owner="a", limit=10, jitter=lambda: 0.0)
+        attempted = await deliver(resources, owner="a", limit=10, jitter=lambda: 0.0)
         state, attempts, error = (await delivery_states(resources))["mailto:tlsrpt@example.com"]
         if state == "failed":
             break
@@ -192,6 +192,31 @@ async def test_a_day_of_temporary_failures_ends_as_failed(env: DeliveryEnv) -> N
     assert env.smtp.messages == []
 
 
+async def test_every_time_written_is_the_injected_clocks(env: DeliveryEnv) -> None:
+    resources = await env.open_resources()
+    env.https.statuses.append(503)
+    await store_report(
+        resources,
+        day=DAY,
+        policy_domain="example.com",
+        rua=[env.https_rua()],
+        next_attempt_at=env.clock(),
+    )
+    first = env.clock()
+    assert await deliver(resources, owner="a", limit=10, jitter=lambda: 0.0) == 1
+    last = env.clock.advance(seconds=60)
+    assert await deliver(resources, owner="a", limit=10) == 1
+    async with resources.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT first_attempt_at, last_attempt_at, sent_at FROM deliveries"
+        )
+        assert await cur.fetchone() == (first, last, last)
+        cur = await conn.execute(
+            "SELECT started_at, finished_at FROM delivery_attempts ORDER BY id"
+        )
+        assert await cur.fetchall() == [(first, first), (last, last)]
+
+
 async def test_ssrf_targets_are_refused_and_the_reason_recorded(env: DeliveryEnv) -> None:
     resources = await env.open_resources(
         https=env.settings.https.model_copy(update={"allowed_networks": []})
@@ -201,7 +226,7 @@ async def test_ssrf_targets_are_refused_and_the_reason_recorded(env: DeliveryEnv
     await store_report(
         resources, day=DAY, policy_domain="example.com", rua=ruas, next_attempt_at=env.clock()
     )
-    assert await deliver_due(resources, owner="a", limit=10) == 3
+    assert await deliver(resources, owner="a", limit=10) == 3
     states = await delivery_states(resources)
     assert states["https://127.0.0.1/"][0] == "failed"
     assert "127.0.0.1 (loopback)" in (states["https://127.0.0.1/"][2] or "")
@@ -224,8 +249,8 @@ async def test_two_instances_deliver_each_rua_exactly_once(env: DeliveryEnv) -> 
             next_attempt_at=env.clock(),
         )
     counts = await asyncio.gather(
-        deliver_due(first, owner="one", limit=1000),
-        deliver_due(second, owner="two", limit=1000),
+        deliver(first, owner="one", limit=1000),
+        deliver(second, owner="two", limit=1000),
     )
     assert sum(counts) == 120
     assert sorted(m.rcpt_tos[0] for m in env.smtp.messages) == sorted(
@@ -246,7 +271,7 @@ async def test_a_dead_instances_lease_expires_and_another_delivers(env: Delivery
     )
     stuck = asyncio.Event()
     env.smtp.data_hook = stuck  # the relay accepts DATA, then never answers
-    task = asyncio.create_task(deliver_due(dying, owner="dying", limit=10))
+    task = asyncio.create_task(deliver(dying, owner="dying", limit=10))
     await asyncio.wait_for(env.smtp.data_waiting.wait(), timeout=10)
     task.cancel()  # the instance dies mid-delivery
     with pytest.raises(asyncio.CancelledError):
@@ -257,9 +282,9 @@ async def test_a_dead_instances_lease_expires_and_another_delivers(env: Delivery
 
     # Its lease (60 s) has not expired: nobody else touches the delivery.
     env.clock.advance(seconds=30)
-    assert await deliver_due(survivor, owner="survivor", limit=10) == 0
+    assert await deliver(survivor, owner="survivor", limit=10) == 0
     env.clock.advance(seconds=31)
-    assert await deliver_due(survivor, owner="survivor", limit=10) == 1
+    assert await deliver(survivor, owner="survivor", limit=10) == 1
 
     assert [m.rcpt_tos for m in env.smtp.messages] == [["tlsrpt@example.com"]]
     state, attempts, _ = (await delivery_states(survivor))["mailto:tlsrpt@example.com"]

@@ -86,8 +86,8 @@ async def test_a_day_is_built_sent_and_visible(
     app = create_app(resources.settings, resources)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        ingest = bearer(await create_token(resources.pool, "mta", [Scope.INGEST]))
-        read = bearer(await create_token(resources.pool, "ops", [Scope.READ]))
+        ingest = bearer(await create_token(resources.pool, "mta", [Scope.INGEST], clock=env.clock))
+        read = bearer(await create_token(resources.pool, "ops", [Scope.READ], clock=env.clock))
         ts = env.clock() - timedelta(seconds=1)
         posted = await client.post(
             "/v1/results",
@@ -101,7 +101,8 @@ async def test_a_day_is_built_sent_and_visible(
         # Past midnight but inside the grace period: the day stays open.
         env.clock.set(midnight + timedelta(seconds=899))
         assert (await scheduler.run_once()).built_days == []
-        env.clock.set(max(midnight + timedelta(seconds=901), datetime.now(UTC)))
+        built_at = midnight + timedelta(seconds=901)
+        env.clock.set(built_at)
         first = await scheduler.run_once()
         assert first.built_days == [day]
 
@@ -121,7 +122,7 @@ async def test_a_day_is_built_sent_and_visible(
         )
         assert preview.status_code == 200
 
-        env.clock.set(datetime.now(UTC) + timedelta(seconds=window / 2 + 60))
+        env.clock.set(built_at + timedelta(seconds=window / 2 + 60))
         second = await scheduler.run_once()
         assert second.delivered == 2
         assert (await scheduler.run_once()).delivered == 0

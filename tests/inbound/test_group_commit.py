@@ -18,6 +18,7 @@ from app.inbound.group_commit import ReportCommitter
 from app.inbound.service import Via
 from app.inbound.store import NewReport
 from app.resources import Resources
+from tests.clock import FakeClock
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 RFC = (SAMPLES / "json/rfc8460_appendix-b_verbatim.json").read_bytes()
@@ -46,7 +47,7 @@ async def test_copies_in_one_group_are_stored_once(
     resources: Resources, caplog: pytest.LogCaptureFixture
 ) -> None:
     # One writer, and every insert queued before it runs: one group of three.
-    committer = ReportCommitter(resources.pool, writers=1)
+    committer = ReportCommitter(resources.pool, resources.clock, writers=1)
     try:
         results = await asyncio.gather(
             committer.insert(new_report("a")),
@@ -71,10 +72,24 @@ async def test_copies_in_one_group_are_stored_once(
         await committer.close()
 
 
+async def test_receipt_times_are_the_clocks(resources: Resources, clock: FakeClock) -> None:
+    committer = ReportCommitter(resources.pool, clock)
+    try:
+        first = clock()
+        await committer.insert(new_report("a"))
+        later = clock.advance(hours=1)
+        await committer.insert(new_report("a"))
+    finally:
+        await committer.close()
+    async with resources.pool.connection() as conn:
+        cur = await conn.execute("SELECT received_at, last_received_at FROM inbound_reports")
+        assert await cur.fetchall() == [(first, later)]
+
+
 async def test_report_the_database_refuses_fails_alone(
     resources: Resources, caplog: pytest.LogCaptureFixture
 ) -> None:
-    committer = ReportCommitter(resources.pool, writers=1)
+    committer = ReportCommitter(resources.pool, resources.clock, writers=1)
     bad = new_report("bad")
     bad = dataclasses.replace(bad, row=dict(bad.row, received_via="carrier-pigeon"))
     try:

@@ -20,10 +20,17 @@ RFC = (SAMPLES / "json/rfc8460_appendix-b_verbatim.json").read_bytes()
 REPORT_ADDRESS = "tls-reports@example.com"
 
 
+async def listen(res: Resources) -> asyncio.Server:
+    """The listener on a free loopback port, storing through the resources' committer."""
+    return await start_lmtp(
+        res.inbound_committer, res.resolver, res.settings.inbound, "127.0.0.1", 0
+    )
+
+
 @pytest.fixture
 async def lmtp_port(resources: Resources, dns: FakeResolver) -> AsyncIterator[int]:
     resources.settings.inbound.lmtp_recipients = [REPORT_ADDRESS, "TLSRPT@example.net"]
-    server = await start_lmtp(resources, "127.0.0.1", 0)
+    server = await listen(resources)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
@@ -107,7 +114,7 @@ async def test_invalid_report_and_oversized_mail(
         b"5.6.0 not a valid TLSRPT report: policies[0].policy.policy-domain: missing",
     )
     resources.settings.inbound.max_body_bytes = 4096
-    server = await start_lmtp(resources, "127.0.0.1", 0)
+    server = await listen(resources)
     try:
         port = server.sockets[0].getsockname()[1]
         big = report_mail(RFC, compress=False, content_type="application/tlsrpt+json") * 4

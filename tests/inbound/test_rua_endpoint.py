@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from app.resources import Resources
-from app.tokens.service import Scope, revoke_token
+from app.tokens.service import Scope, list_tokens, revoke_token
 from tests.conftest import MakeToken
 from tests.inbound.mailkit import SIGNING_DOMAIN, MailFactory, SigningKey
 from tests.tlsrpt.test_inflate import zero_bomb
@@ -67,7 +67,9 @@ async def test_media_types_and_token(
         assert response.status_code == 404, path
         assert response.json()["error"]["code"] == "not_found"
     inbound = await make_token(Scope.INBOUND, name="revoked")
-    await revoke_token(resources.pool, "revoked")
+    await revoke_token(resources.pool, "revoked", clock=resources.clock)
+    revoked_at = {t.name: t.revoked_at for t in await list_tokens(resources.pool)}
+    assert revoked_at["revoked"] == resources.clock()
     resources.authenticator._cache.clear()
     assert (
         await client.post(f"/v1/tlsrpt/{inbound}", content=RFC, headers=JSON)

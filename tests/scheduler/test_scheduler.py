@@ -105,8 +105,13 @@ async def test_missed_days_are_caught_up_within_retention(env: DeliveryEnv) -> N
     scheduler = await instance(env, dns, "one")
     days = [TODAY - timedelta(days=n) for n in (1, 2, 5)]
     expired = TODAY - timedelta(days=scheduler.resources.settings.retention.results_days + 1)
-    for day in [*days, expired]:
+    for day in days:
         await ingest(scheduler.resources, day, "example.com")
+    # Results of `expired` were taken while it was within the retention.
+    now = env.clock()
+    env.clock.set(now - timedelta(days=2))
+    await ingest(scheduler.resources, expired, "example.com")
+    env.clock.set(now)
     round_ = await scheduler.run_once()
     assert round_.built_days == sorted(days)
     assert round_.delivered == 3
