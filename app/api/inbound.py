@@ -27,7 +27,7 @@ from app.api.inbound_schemas import (
 )
 from app.inbound import service
 from app.inbound.mail import NoReportError
-from app.inbound.store import ReportFilter
+from app.inbound.service import ReportFilter
 from app.resources import Resources
 from app.tlsrpt.inflate import InflatedTooLargeError, InflateError
 from app.tlsrpt.names import normalise_domain

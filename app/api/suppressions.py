@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from app.api.auth import get_resources, require_scope
 from app.api.errors import ApiError, responses
 from app.delivery import suppression
-from app.delivery.suppression_store import SuppressionRow
+from app.delivery.suppression import SuppressionRow
 from app.tokens.service import Scope
 
 router = APIRouter(tags=["suppressions"], dependencies=[Depends(require_scope(Scope.ADMIN))])

@@ -28,10 +28,9 @@ from app.config import Settings
 from app.delivery import suppression
 from app.delivery.errors import DeliveryError
 from app.delivery.mail import parse_mailto
-from app.delivery.service import deliver_due, list_deliveries, make_day_due
+from app.delivery.service import DeliveryRow, deliver_due, list_deliveries, make_day_due
 from app.delivery.signing import DkimKeyError
-from app.delivery.store import DeliveryRow
-from app.delivery.suppression_store import SuppressionRow
+from app.delivery.suppression import SuppressionRow
 from app.resources import Resources
 from app.scheduler.service import instance_name, stop_scheduler
 

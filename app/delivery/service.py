@@ -26,6 +26,17 @@ from app.db.pool import Pool
 from app.delivery import store
 from app.delivery.attempt import Outcome, attempt
 from app.delivery.senders import Senders
+from app.delivery.store import AttemptRow, DeliveryRow
+
+# The row types callers read (the API, the CLI); the SQL stays in `store`.
+__all__ = [
+    "AttemptRow",
+    "DeliveryRow",
+    "deliver_due",
+    "list_deliveries",
+    "make_day_due",
+    "report_deliveries",
+]
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +152,7 @@ async def list_deliveries(
     day: date | None = None,
     after_id: int = 0,
     limit: int = 100,
-) -> list[store.DeliveryRow]:
+) -> list[DeliveryRow]:
     """Deliveries in id order (keyset pages: pass the last id as `after_id`)."""
     async with pool.connection() as conn:
         return await store.list_deliveries(
@@ -151,14 +162,14 @@ async def list_deliveries(
 
 async def report_deliveries(
     pool: Pool, report_pk: int
-) -> list[tuple[store.DeliveryRow, list[store.AttemptRow]]] | None:
+) -> list[tuple[DeliveryRow, list[AttemptRow]]] | None:
     """A report's deliveries, each with every attempt; None when there is no such report."""
     async with pool.connection() as conn:
         deliveries = await store.list_report_deliveries(conn, report_pk)
         if not deliveries and not await store.get_report_exists(conn, report_pk):
             return None
         attempts = await store.list_attempts(conn, [d.id for d in deliveries])
-    by_delivery: dict[int, list[store.AttemptRow]] = {d.id: [] for d in deliveries}
+    by_delivery: dict[int, list[AttemptRow]] = {d.id: [] for d in deliveries}
     for row in attempts:
         by_delivery[row.delivery_id].append(row)
     return [(d, by_delivery[d.id]) for d in deliveries]

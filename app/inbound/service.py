@@ -33,6 +33,17 @@ from app.tlsrpt.received import Limits, ReceivedReport
 from app.tlsrpt.received_json import parse_report
 from app.tlsrpt.text import display
 
+__all__ = [
+    "Receipt",
+    "ReportFilter",
+    "Via",
+    "get_report",
+    "list_reports",
+    "receive_mail",
+    "receive_report",
+    "summarize",
+]
+
 log = logging.getLogger(__name__)
 
 # The summary lists at most this many sending IPs per (day, organization).
