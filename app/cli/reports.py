@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import UTC, date, datetime
+from datetime import date
 
 import orjson
 
 from app.cli.runtime import database_url, opened, settings_or_exit
+from app.clock import system_clock
 from app.dns.lookup import TemporaryDnsError
 from app.report import service, views
 from app.tlsrpt.names import normalise_domain
@@ -42,7 +43,7 @@ def _preview(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"tlsrpt: invalid domain {args.domain!r}: {exc}", file=sys.stderr)
         return 2
-    day: date = args.day or datetime.now(UTC).date()
+    day: date = args.day or system_clock().date()
 
     async def run(url: str) -> views.Preview:
         async with opened(settings, url) as res:
