@@ -20,6 +20,7 @@ from app.cli.runtime import (
     announce_configuration,
     database_url,
     opened,
+    run_with_resources,
     scheduler_of,
     settings_or_exit,
 )
@@ -30,7 +31,6 @@ from app.delivery.errors import DeliveryError
 from app.delivery.mail import parse_mailto
 from app.delivery.service import DeliveryRow, deliver_due, list_deliveries, make_day_due
 from app.delivery.signing import DkimKeyError
-from app.delivery.suppression import SuppressionRow
 from app.resources import Resources
 from app.scheduler.service import instance_name, stop_scheduler
 
@@ -218,17 +218,15 @@ async def _worker_async(settings: Settings, url: str) -> None:
 def _suppress_add(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
 
-    async def run(url: str) -> SuppressionRow:
-        async with opened(settings, url) as res:
-            return await suppression.add_suppression(
+    try:
+        row = run_with_resources(
+            settings,
+            lambda res: suppression.add_suppression(
                 res.pool, res.clock, args.target, comment=args.comment, expires_at=args.expires
-            )
-
-    with database_url(settings) as url:
-        try:
-            row = asyncio.run(run(url))
-        except ValueError as exc:
-            return _fail(f"can not suppress {args.target!r}: {exc}", 2)
+            ),
+        )
+    except ValueError as exc:
+        return _fail(f"can not suppress {args.target!r}: {exc}", 2)
     until = row.expires_at.isoformat() if row.expires_at else "until removed"
     print(f"suppressed {row.target} ({until})")
     return 0
@@ -237,12 +235,7 @@ def _suppress_add(args: argparse.Namespace) -> int:
 def _suppress_list(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
 
-    async def run(url: str) -> list[SuppressionRow]:
-        async with opened(settings, url) as res:
-            return await suppression.list_suppressions(res.pool)
-
-    with database_url(settings) as url:
-        rows = asyncio.run(run(url))
+    rows = run_with_resources(settings, lambda res: suppression.list_suppressions(res.pool))
     now = system_clock()
     print(f"{'TARGET':48} {'EXPIRES':20} COMMENT")
     for row in rows:
@@ -256,15 +249,12 @@ def _suppress_list(args: argparse.Namespace) -> int:
 def _suppress_remove(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
 
-    async def run(url: str) -> bool:
-        async with opened(settings, url) as res:
-            return await suppression.remove_suppression(res.pool, args.target)
-
-    with database_url(settings) as url:
-        try:
-            removed = asyncio.run(run(url))
-        except ValueError as exc:
-            return _fail(f"invalid target {args.target!r}: {exc}", 2)
+    try:
+        removed = run_with_resources(
+            settings, lambda res: suppression.remove_suppression(res.pool, args.target)
+        )
+    except ValueError as exc:
+        return _fail(f"invalid target {args.target!r}: {exc}", 2)
     if not removed:
         return _fail(f"{args.target} is not suppressed")
     print(f"removed {args.target}")

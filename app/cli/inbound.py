@@ -8,11 +8,10 @@ failed. Text from reports is shown with control characters escaped.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import sys
 
-from app.cli.runtime import database_url, opened, settings_or_exit
+from app.cli.runtime import run_with_resources, settings_or_exit
 from app.clock import system_clock
 from app.inbound.service import SenderDay, summarize
 from app.tlsrpt.names import normalise_domain
@@ -44,12 +43,9 @@ def _summary(args: argparse.Namespace) -> int:
         return 2
     settings = settings_or_exit()
 
-    async def run(url: str) -> list[SenderDay]:
-        async with opened(settings, url) as res:
-            return await summarize(res.pool, domain, from_day, to_day)
-
-    with database_url(settings) as url:
-        entries = asyncio.run(run(url))
+    entries = run_with_resources(
+        settings, lambda res: summarize(res.pool, domain, from_day, to_day)
+    )
     print(f"Reports about {domain} from {from_day} to {to_day}")
     if not entries:
         print("no reports received")

@@ -8,13 +8,12 @@ the reason; DNS can not tell now: exit 75 (EX_TEMPFAIL).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from datetime import date
 
 import orjson
 
-from app.cli.runtime import database_url, opened, settings_or_exit
+from app.cli.runtime import run_with_resources, settings_or_exit
 from app.clock import system_clock
 from app.dns.lookup import TemporaryDnsError
 from app.report import service, views
@@ -45,22 +44,20 @@ def _preview(args: argparse.Namespace) -> int:
         return 2
     day: date = args.day or system_clock().date()
 
-    async def run(url: str) -> views.Preview:
-        async with opened(settings, url) as res:
-            return await views.preview_report(
+    try:
+        result = run_with_resources(
+            settings,
+            lambda res: views.preview_report(
                 res.pool, res.resolver, res.settings.report, day, domain
-            )
-
-    with database_url(settings) as url:
-        try:
-            result = asyncio.run(run(url))
-        except service.NoReportError as exc:
-            detail = f" ({exc.detail})" if exc.detail else ""
-            print(f"tlsrpt: no report for {domain} on {day}: {exc.reason}{detail}", file=sys.stderr)
-            return 1
-        except TemporaryDnsError as exc:
-            print(f"tlsrpt: DNS can not tell now, try again: {exc}", file=sys.stderr)
-            return EX_TEMPFAIL
+            ),
+        )
+    except service.NoReportError as exc:
+        detail = f" ({exc.detail})" if exc.detail else ""
+        print(f"tlsrpt: no report for {domain} on {day}: {exc.reason}{detail}", file=sys.stderr)
+        return 1
+    except TemporaryDnsError as exc:
+        print(f"tlsrpt: DNS can not tell now, try again: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
     state = "built" if result.stored else "not built yet"
     print(f"report for {domain} on {day} ({state}) to: {', '.join(result.rua)}", file=sys.stderr)
     if args.pretty:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 
@@ -21,6 +21,7 @@ from app.resources import Resources, open_resources
 from app.scheduler.service import Scheduler, stop_scheduler
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def settings_or_exit() -> Settings:
@@ -63,6 +64,18 @@ async def opened(settings: Settings, url: str) -> AsyncIterator[Resources]:
         yield resources
     finally:
         await resources.close()
+
+
+def run_with_resources(settings: Settings, work: Callable[[Resources], Awaitable[T]]) -> T:
+    """Run `work` on this process's resources, on the configured database or an embedded
+    one started around it."""
+
+    async def run(url: str) -> T:
+        async with opened(settings, url) as res:
+            return await work(res)
+
+    with database_url(settings) as url:
+        return asyncio.run(run(url))
 
 
 class GracefulServer(uvicorn.Server):

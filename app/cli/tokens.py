@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
-from app.cli.runtime import database_url, opened, settings_or_exit
+from app.cli.runtime import run_with_resources, settings_or_exit
 from app.tokens.service import Scope, TokenNameTakenError, create_token, list_tokens, revoke_token
 
 
@@ -34,16 +33,13 @@ def _create(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
     scopes = [Scope(s) for s in args.scope]
 
-    async def run(url: str) -> str:
-        async with opened(settings, url) as res:
-            return await create_token(res.pool, args.name, scopes, clock=res.clock)
-
-    with database_url(settings) as url:
-        try:
-            token = asyncio.run(run(url))
-        except TokenNameTakenError:
-            print(f"tlsrpt: an active token named {args.name!r} exists", file=sys.stderr)
-            return 1
+    try:
+        token = run_with_resources(
+            settings, lambda res: create_token(res.pool, args.name, scopes, clock=res.clock)
+        )
+    except TokenNameTakenError:
+        print(f"tlsrpt: an active token named {args.name!r} exists", file=sys.stderr)
+        return 1
     print(
         f"created token {args.name!r} with scopes {', '.join(sorted(args.scope))}; "
         "it is shown only once:",
@@ -56,33 +52,23 @@ def _create(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
 
-    async def run(url: str) -> None:
-        async with opened(settings, url) as res:
-            rows = await list_tokens(res.pool)
-        print(f"{'NAME':24} {'SCOPES':24} {'CREATED':20} STATE")
-        for t in rows:
-            state = (
-                "revoked " + t.revoked_at.strftime("%Y-%m-%d %H:%M") if t.revoked_at else "active"
-            )
-            print(
-                f"{t.name:24} {','.join(t.scopes):24} "
-                f"{t.created_at.strftime('%Y-%m-%d %H:%M'):20} {state}"
-            )
-
-    with database_url(settings) as url:
-        asyncio.run(run(url))
+    rows = run_with_resources(settings, lambda res: list_tokens(res.pool))
+    print(f"{'NAME':24} {'SCOPES':24} {'CREATED':20} STATE")
+    for t in rows:
+        state = "revoked " + t.revoked_at.strftime("%Y-%m-%d %H:%M") if t.revoked_at else "active"
+        print(
+            f"{t.name:24} {','.join(t.scopes):24} "
+            f"{t.created_at.strftime('%Y-%m-%d %H:%M'):20} {state}"
+        )
     return 0
 
 
 def _revoke(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
 
-    async def run(url: str) -> bool:
-        async with opened(settings, url) as res:
-            return await revoke_token(res.pool, args.name, clock=res.clock)
-
-    with database_url(settings) as url:
-        done = asyncio.run(run(url))
+    done = run_with_resources(
+        settings, lambda res: revoke_token(res.pool, args.name, clock=res.clock)
+    )
     if not done:
         print(f"tlsrpt: no active token named {args.name!r}", file=sys.stderr)
         return 1

@@ -41,9 +41,6 @@ class StatsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         s = self._stats()
-        yield _counter(
-            "datagrams_received", "Datagrams read from the socket.", s.datagrams_received
-        )
         invalid = CounterMetricFamily(
             "tlsrpt_collector_invalid_datagrams",
             "Datagrams skipped as invalid, by kind.",
@@ -52,33 +49,29 @@ class StatsCollector(Collector):
         for kind in INVALID_KINDS:
             invalid.add_metric([kind], s.invalid.get(kind, 0))
         yield invalid
-        yield _counter(
-            "results_forwarded", "Policy results recorded by the sink.", s.results_forwarded
-        )
-        yield _counter("batches_forwarded", "Batches recorded by the sink.", s.batches_forwarded)
-        yield _counter("batches_spooled", "Batches written to the spool.", s.batches_spooled)
-        yield _counter("results_spooled", "Policy results written to the spool.", s.results_spooled)
-        yield _counter(
-            "batches_failed", "Deliveries that failed and will be retried.", s.batches_failed
-        )
-        yield _counter(
-            "batches_refused", "Batches the sink refused for good (closed day).", s.batches_refused
-        )
-        yield _counter("results_refused", "Policy results in refused batches.", s.results_refused)
-        yield _counter(
-            "results_dropped_spool_full",
-            "Policy results lost because the spool was full.",
-            s.results_dropped_spool_full,
-        )
-        yield GaugeMetricFamily(
-            "tlsrpt_collector_spool_bytes", "Bytes on disk in the spool.", value=s.spool_bytes
-        )
-        yield GaugeMetricFamily(
-            "tlsrpt_collector_spool_batches",
-            "Batches waiting in the spool.",
-            value=s.spool_batches,
-        )
+        for name, documentation in _COUNTERS:
+            yield CounterMetricFamily(
+                f"tlsrpt_collector_{name}", documentation, value=getattr(s, name)
+            )
+        for name, documentation in _GAUGES:
+            yield GaugeMetricFamily(
+                f"tlsrpt_collector_{name}", documentation, value=getattr(s, name)
+            )
 
 
-def _counter(name: str, documentation: str, value: int) -> CounterMetricFamily:
-    return CounterMetricFamily(f"tlsrpt_collector_{name}", documentation, value=value)
+# CollectorStats fields exposed as `tlsrpt_collector_<field>`.
+_COUNTERS = (
+    ("datagrams_received", "Datagrams read from the socket."),
+    ("results_forwarded", "Policy results recorded by the sink."),
+    ("batches_forwarded", "Batches recorded by the sink."),
+    ("batches_spooled", "Batches written to the spool."),
+    ("results_spooled", "Policy results written to the spool."),
+    ("batches_failed", "Deliveries that failed and will be retried."),
+    ("batches_refused", "Batches the sink refused for good (closed day)."),
+    ("results_refused", "Policy results in refused batches."),
+    ("results_dropped_spool_full", "Policy results lost because the spool was full."),
+)
+_GAUGES = (
+    ("spool_bytes", "Bytes on disk in the spool."),
+    ("spool_batches", "Batches waiting in the spool."),
+)

@@ -26,17 +26,10 @@ from app.db.pool import Pool
 from app.delivery import store
 from app.delivery.attempt import Outcome, attempt
 from app.delivery.senders import Senders
-from app.delivery.store import AttemptRow, DeliveryRow
 
-# The row types callers read (the API, the CLI); the SQL stays in `store`.
-__all__ = [
-    "AttemptRow",
-    "DeliveryRow",
-    "deliver_due",
-    "list_deliveries",
-    "make_day_due",
-    "report_deliveries",
-]
+# Row types the API and CLI read; the SQL stays in `store`.
+from app.delivery.store import AttemptRow as AttemptRow
+from app.delivery.store import DeliveryRow as DeliveryRow
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +153,21 @@ async def list_deliveries(
         )
 
 
+async def deliveries_of(pool: Pool, report_pks: list[int]) -> dict[int, list[DeliveryRow]]:
+    """The deliveries of each of these reports, in id order."""
+    by_report: dict[int, list[DeliveryRow]] = {pk: [] for pk in report_pks}
+    async with pool.connection() as conn:
+        for row in await store.list_report_deliveries(conn, report_pks):
+            by_report[row.report_pk].append(row)
+    return by_report
+
+
 async def report_deliveries(
     pool: Pool, report_pk: int
 ) -> list[tuple[DeliveryRow, list[AttemptRow]]] | None:
     """A report's deliveries, each with every attempt; None when there is no such report."""
     async with pool.connection() as conn:
-        deliveries = await store.list_report_deliveries(conn, report_pk)
+        deliveries = await store.list_report_deliveries(conn, [report_pk])
         if not deliveries and not await store.get_report_exists(conn, report_pk):
             return None
         attempts = await store.list_attempts(conn, [d.id for d in deliveries])

@@ -307,7 +307,7 @@ async def list_deliveries(
         return await cur.fetchall()
 
 
-async def list_report_deliveries(conn: Conn, report_pk: int) -> list[DeliveryRow]:
+async def list_report_deliveries(conn: Conn, report_pks: list[int]) -> list[DeliveryRow]:
     async with conn.cursor(row_factory=class_row(DeliveryRow)) as cur:
         await cur.execute(
             """
@@ -315,10 +315,10 @@ async def list_report_deliveries(conn: Conn, report_pk: int) -> list[DeliveryRow
                    d.state, d.attempts, d.next_attempt_at, d.first_attempt_at,
                    d.last_attempt_at, d.sent_at, d.last_error
             FROM deliveries d JOIN reports r ON r.id = d.report_pk
-            WHERE d.report_pk = %(report_pk)s
+            WHERE d.report_pk = ANY(%(pks)s::bigint[])
             ORDER BY d.id
             """,
-            {"report_pk": report_pk},
+            {"pks": report_pks},
         )
         return await cur.fetchall()
 

@@ -13,17 +13,8 @@ from datetime import datetime
 from app.clock import Clock
 from app.db.pool import Pool
 from app.delivery import suppression_store as store
-from app.delivery.suppression_store import SuppressionRow
+from app.delivery.suppression_store import SuppressionRow as SuppressionRow
 from app.tlsrpt.record import RecordSyntaxError, parse_record
-
-__all__ = [
-    "SuppressionRow",
-    "add_suppression",
-    "list_suppressions",
-    "normalise_target",
-    "remove_suppression",
-    "remove_suppression_by_id",
-]
 
 MAX_COMMENT = 500
 

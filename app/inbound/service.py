@@ -27,22 +27,11 @@ from app.inbound.dkimcheck import DkimResult, verify_dkim
 from app.inbound.group_commit import ReportCommitter
 from app.inbound.keys import resolver_key_lookup
 from app.inbound.mail import FoundReport, find_report
-from app.inbound.store import ReportFilter
+from app.inbound.store import ReportFilter as ReportFilter
 from app.tlsrpt.inflate import InflatedTooLargeError, inflate_gzip, is_gzip
 from app.tlsrpt.received import Limits, ReceivedReport
 from app.tlsrpt.received_json import parse_report
 from app.tlsrpt.text import display
-
-__all__ = [
-    "Receipt",
-    "ReportFilter",
-    "Via",
-    "get_report",
-    "list_reports",
-    "receive_mail",
-    "receive_report",
-    "summarize",
-]
 
 log = logging.getLogger(__name__)
 

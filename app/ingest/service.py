@@ -51,22 +51,18 @@ class IngestRefusedError(Exception):
 
 
 class InvalidResultsError(IngestRefusedError):
-    """Items of a batch are invalid: `problems` name each one's index, field and reason."""
+    """`problems` name each bad item's index, field and reason."""
 
     def __init__(self, problems: list[dict[str, Any]], total: int) -> None:
         self.problems = sorted(problems, key=lambda p: -1 if p["index"] is None else p["index"])
-        self.bad = len({p["index"] for p in problems})
-        self.total = total
-        super().__init__(f"{self.bad} of {total} results are invalid; nothing was stored")
+        bad = len({p["index"] for p in problems})
+        super().__init__(f"{bad} of {total} results are invalid; nothing was stored")
 
 
 class DayNotAcceptedError(IngestRefusedError):
-    """A tally's day is past retention or in the future."""
-
     reason = REFUSED_OUT_OF_WINDOW
 
     def __init__(self, day: date, why: str) -> None:
-        self.day = day
         self.why = why
         super().__init__(f"day {day.isoformat()} is not accepted: {why}")
 
@@ -91,33 +87,15 @@ def oldest_accepted_day(now: datetime, settings: Settings) -> date:
     return now.astimezone(UTC).date() - timedelta(days=settings.retention.results_days)
 
 
-@dataclass(frozen=True, slots=True)
-class TimestampWindow:
-    """The timestamps ingest accepts at one moment: from the first instant of the oldest
-    retained UTC day to a little clock skew into the future."""
-
-    earliest: datetime
-    latest: datetime
-    future_seconds: int
-    retention_days: int
-
-    @classmethod
-    def at(cls, now: datetime, settings: Settings) -> TimestampWindow:
-        oldest = oldest_accepted_day(now, settings)
-        return cls(
-            earliest=datetime.combine(oldest, time(), UTC),
-            latest=now + timedelta(seconds=settings.ingest.max_future_seconds),
-            future_seconds=settings.ingest.max_future_seconds,
-            retention_days=settings.retention.results_days,
-        )
-
-    def problem(self, ts: datetime) -> str | None:
-        """Why a result's timestamp is refused, or None when it is acceptable."""
-        if ts > self.latest:
-            return f"more than {self.future_seconds} s in the future"
-        if ts < self.earliest:
-            return f"older than the retention of {self.retention_days} days"
-        return None
+def timestamp_problem(ts: datetime, now: datetime, settings: Settings) -> str | None:
+    """Why a session at `ts` is refused at `now`, or None: accepted are the first instant
+    of the oldest retained UTC day up to a little clock skew into the future."""
+    future = settings.ingest.max_future_seconds
+    if ts > now + timedelta(seconds=future):
+        return f"more than {future} s in the future"
+    if ts < datetime.combine(oldest_accepted_day(now, settings), time(), UTC):
+        return f"older than the retention of {settings.retention.results_days} days"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +133,6 @@ async def record_results(
     """Count and commit sessions; raise InvalidResultsError or ClosedDayError, storing
     nothing. A result without a timestamp happened now."""
     now = clock()
-    window = TimestampWindow.at(now, settings)
     tally = Tally()
     problems: list[dict[str, Any]] = []
     for index, r in enumerate(results):
@@ -168,7 +145,7 @@ async def record_results(
                 continue
             detail = None
         ts = r.timestamp or now
-        reason = window.problem(ts)
+        reason = timestamp_problem(ts, now, settings)
         if reason is not None:
             problems.append({"index": index, "field": "timestamp", "reason": reason})
             continue
@@ -202,9 +179,9 @@ async def record_tally(
     With a `batch_id`, a batch already recorded under that id adds nothing and False is
     returned, even if its day has closed since.
     """
-    window = TimestampWindow.at(clock(), settings)
+    now = clock()
     for day in sorted(tally.days()):
-        why = window.problem(datetime.combine(day, time(), UTC))
+        why = timestamp_problem(datetime.combine(day, time(), UTC), now, settings)
         if why is not None:
             raise _refuse(DayNotAcceptedError(day, why))
     recorded = await _commit(committer, tally, batch_id)

@@ -59,18 +59,6 @@ class StoredReport:
     report_gzip: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryState:
-    report_pk: int
-    rua: str
-    kind: str
-    state: str
-    attempts: int
-    next_attempt_at: datetime
-    last_error: str | None
-    sent_at: datetime | None
-
-
 async def list_report_domains(conn: Conn, day: date) -> list[DomainState]:
     async with conn.cursor(row_factory=class_row(DomainState)) as cur:
         await cur.execute(
@@ -234,18 +222,6 @@ async def list_reports(conn: Conn, day: date) -> list[StoredReport]:
             FROM reports WHERE day = %(day)s ORDER BY policy_domain
             """,
             {"day": day},
-        )
-        return await cur.fetchall()
-
-
-async def list_deliveries(conn: Conn, report_pks: Sequence[int]) -> list[DeliveryState]:
-    async with conn.cursor(row_factory=class_row(DeliveryState)) as cur:
-        await cur.execute(
-            """
-            SELECT report_pk, rua, kind, state, attempts, next_attempt_at, last_error, sent_at
-            FROM deliveries WHERE report_pk = ANY(%(pks)s::bigint[]) ORDER BY report_pk, id
-            """,
-            {"pks": list(report_pks)},
         )
         return await cur.fetchall()
 

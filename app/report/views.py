@@ -7,22 +7,21 @@ would produce; once built, the stored bytes are returned.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
 
 from app.config import ReportSettings
 from app.db.pool import Pool
+from app.delivery import service as delivery
+from app.delivery.service import DeliveryRow
 from app.dns.lookup import MultipleRecordsError, NoRecordError, RecordSyntaxError, lookup_tlsrpt
 from app.dns.resolver import TxtResolver
 from app.ingest import service as ingest
 from app.report import store
 from app.report.service import NoReportError, decide, decide_before_dns, reporter_of
-from app.report.store import DeliveryState, DomainState, StoredReport
+from app.report.store import DomainState
+from app.report.store import StoredReport as StoredReport
 from app.tlsrpt.record import TlsrptRecord
-
-# The row types callers read (the API, the CLI); the SQL stays in `store`.
-__all__ = ["DayListing", "DeliveryState", "DomainState", "Preview", "StoredReport"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ class DayListing:
     building has not reached them): `preview_report` shows what they would get.
     """
 
-    reports: list[tuple[StoredReport, list[DeliveryState]]]
+    reports: list[tuple[StoredReport, list[DeliveryRow]]]
     domains: list[DomainState]
     not_built: list[str]
 
@@ -82,13 +81,10 @@ class DayListing:
 async def list_day(pool: Pool, day: date) -> DayListing:
     async with pool.connection() as conn:
         reports = await store.list_reports(conn, day)
-        deliveries = await store.list_deliveries(conn, [r.id for r in reports])
         domains = await store.list_report_domains(conn, day)
+    by_report = await delivery.deliveries_of(pool, [r.id for r in reports])
     with_results = await ingest.day_domains(pool, day)
     settled = {d.policy_domain for d in domains}
-    by_report: dict[int, list[DeliveryState]] = defaultdict(list)
-    for delivery in deliveries:
-        by_report[delivery.report_pk].append(delivery)
     return DayListing(
         [(r, by_report[r.id]) for r in reports],
         domains,
