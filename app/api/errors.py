@@ -20,6 +20,7 @@ from app.ingest.service import (
     MAX_REPORTED_PROBLEMS,
     ClosedDayError,
     DayNotAcceptedError,
+    IngestRefusedError,
     InvalidResultsError,
 )
 
@@ -100,27 +101,20 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: ApiError) -> Response:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
-    @app.exception_handler(ClosedDayError)
-    async def _closed_day(_: Request, exc: ClosedDayError) -> Response:
-        days = ", ".join(d.isoformat() for d in exc.days)
-        return error_response(
-            409,
-            "day_closed",
-            f"results for {days} are refused: the day's reports are already built",
-            [{"field": "timestamp", "reason": f"day {d.isoformat()} is closed"} for d in exc.days],
-        )
-
-    @app.exception_handler(InvalidResultsError)
-    async def _invalid_results(_: Request, exc: InvalidResultsError) -> Response:
-        return error_response(
-            422, "invalid_results", str(exc), exc.problems[:MAX_REPORTED_PROBLEMS]
-        )
-
-    @app.exception_handler(DayNotAcceptedError)
-    async def _day_not_accepted(_: Request, exc: DayNotAcceptedError) -> Response:
-        return error_response(
-            422, "invalid_request", str(exc), [{"field": "day", "reason": exc.why}]
-        )
+    @app.exception_handler(IngestRefusedError)
+    async def _ingest_refused(_: Request, exc: IngestRefusedError) -> Response:
+        if isinstance(exc, ClosedDayError):
+            days = ", ".join(d.isoformat() for d in exc.days)
+            message = f"results for {days} are refused: the day's reports are already built"
+            details = [
+                {"field": "timestamp", "reason": f"day {d.isoformat()} is closed"} for d in exc.days
+            ]
+            return error_response(409, "day_closed", message, details)
+        if isinstance(exc, InvalidResultsError):
+            problems = exc.problems[:MAX_REPORTED_PROBLEMS]
+            return error_response(422, "invalid_results", str(exc), problems)
+        why = exc.why if isinstance(exc, DayNotAcceptedError) else str(exc)
+        return error_response(422, "invalid_request", str(exc), [{"field": "day", "reason": why}])
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -25,6 +25,13 @@ if TYPE_CHECKING:
     from app.resources import Resources
 
 log = logging.getLogger(__name__)
+# Our own logging and no Server header; the service trusts no proxy headers.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "log_config": None,
+    "access_log": False,
+    "proxy_headers": False,
+    "server_header": False,
+}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -101,15 +108,7 @@ def serve(args: argparse.Namespace) -> int:
     hooks += serve_hooks(args, settings)
     with database_url(settings) as url:
         app = create_app(settings, database_url=url, on_start=hooks)
-        config = uvicorn.Config(
-            app,
-            host=args.host,
-            port=args.port,
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,
-            server_header=False,
-        )
+        config = uvicorn.Config(app, host=args.host, port=args.port, **UVICORN_OPTIONS)
         log.info("serving", extra={"fields": {"host": args.host, "port": args.port}})
         GracefulServer(config).run()
     return 0
@@ -156,10 +155,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
             workers=args.workers,
             host=args.host,
             port=args.port,
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,
-            server_header=False,
+            **UVICORN_OPTIONS,
         )
     return 0
 

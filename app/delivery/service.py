@@ -157,7 +157,7 @@ async def deliveries_of(pool: Pool, report_pks: list[int]) -> dict[int, list[Del
     """The deliveries of each of these reports, in id order."""
     by_report: dict[int, list[DeliveryRow]] = {pk: [] for pk in report_pks}
     async with pool.connection() as conn:
-        for row in await store.list_report_deliveries(conn, report_pks):
+        for row in await store.list_deliveries(conn, report_pks=report_pks):
             by_report[row.report_pk].append(row)
     return by_report
 
@@ -167,7 +167,7 @@ async def report_deliveries(
 ) -> list[tuple[DeliveryRow, list[AttemptRow]]] | None:
     """A report's deliveries, each with every attempt; None when there is no such report."""
     async with pool.connection() as conn:
-        deliveries = await store.list_report_deliveries(conn, [report_pk])
+        deliveries = await store.list_deliveries(conn, report_pks=[report_pk])
         if not deliveries and not await store.get_report_exists(conn, report_pk):
             return None
         attempts = await store.list_attempts(conn, [d.id for d in deliveries])

@@ -283,12 +283,14 @@ class DeliveryRow:
 async def list_deliveries(
     conn: Conn,
     *,
-    state: str | None,
-    day: date | None,
-    after_id: int,
-    limit: int,
+    state: str | None = None,
+    day: date | None = None,
+    report_pks: list[int] | None = None,
+    after_id: int = 0,
+    limit: int | None = None,
 ) -> list[DeliveryRow]:
-    """Deliveries in id order, filtered by state and report day, from `after_id` on."""
+    """Deliveries in id order, filtered by state, report day and report, from `after_id`
+    on."""
     async with conn.cursor(row_factory=class_row(DeliveryRow)) as cur:
         await cur.execute(
             """
@@ -299,26 +301,11 @@ async def list_deliveries(
             WHERE d.id > %(after_id)s
               AND (%(state)s::text IS NULL OR d.state = %(state)s::text)
               AND (%(day)s::date IS NULL OR r.day = %(day)s::date)
+              AND (%(pks)s::bigint[] IS NULL OR d.report_pk = ANY(%(pks)s::bigint[]))
             ORDER BY d.id
             LIMIT %(limit)s
             """,
-            {"state": state, "day": day, "after_id": after_id, "limit": limit},
-        )
-        return await cur.fetchall()
-
-
-async def list_report_deliveries(conn: Conn, report_pks: list[int]) -> list[DeliveryRow]:
-    async with conn.cursor(row_factory=class_row(DeliveryRow)) as cur:
-        await cur.execute(
-            """
-            SELECT d.id, d.report_pk, r.report_id, r.day, r.policy_domain, d.rua, d.kind,
-                   d.state, d.attempts, d.next_attempt_at, d.first_attempt_at,
-                   d.last_attempt_at, d.sent_at, d.last_error
-            FROM deliveries d JOIN reports r ON r.id = d.report_pk
-            WHERE d.report_pk = ANY(%(pks)s::bigint[])
-            ORDER BY d.id
-            """,
-            {"pks": report_pks},
+            {"state": state, "day": day, "pks": report_pks, "after_id": after_id, "limit": limit},
         )
         return await cur.fetchall()
 

@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from app.backoff import backoff_seconds
@@ -197,29 +197,22 @@ class _LookedUp:
     outcomes: dict[str, LookupOutcome]
 
 
+@dataclass
 class _DayBuild:
     """The state of one `build_day` run."""
 
-    def __init__(
-        self,
-        pool: Pool,
-        resolver: TxtResolver,
-        settings: ReportSettings,
-        now: datetime,
-        day: date,
-        states: dict[str, DomainState],
-        spread: Callable[[], float],
-    ) -> None:
-        self.pool = pool
-        self.resolver = resolver
-        self.settings = settings
-        self.day = day
-        self.states = states
-        self.spread = spread
-        self.now = now
-        self.reporter = reporter_of(settings)
-        self.summary = BuildSummary(day)
-        self.counters: dict[str, list[PolicyAggregate]] = defaultdict(list)
+    pool: Pool
+    resolver: TxtResolver
+    settings: ReportSettings
+    now: datetime
+    day: date
+    states: dict[str, DomainState]
+    spread: Callable[[], float]
+    counters: dict[str, list[PolicyAggregate]] = field(default_factory=lambda: defaultdict(list))
+
+    def __post_init__(self) -> None:
+        self.reporter = reporter_of(self.settings)
+        self.summary = BuildSummary(self.day)
 
     def triage(self, domains: Sequence[str]) -> list[str]:
         """The domains to do now; count the settled ones and those waiting for a retry."""
