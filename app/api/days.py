@@ -47,7 +47,9 @@ async def get_day_results(
         AfterValidator(normalise_domain),
     ] = None,
 ) -> DayResults:
-    aggregates = await day_aggregates(get_resources(request).pool, day, policy_domain)
+    aggregates = await day_aggregates(
+        get_resources(request).pool, day, None if policy_domain is None else [policy_domain]
+    )
     grouped: dict[str, list[dict[str, Any]]] = {}
     for agg in aggregates:
         grouped.setdefault(agg.policy.policy_domain, []).append(format_policy(agg))

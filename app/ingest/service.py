@@ -265,11 +265,11 @@ async def close_day(pool: Pool, clock: Clock, day: date) -> bool:
 
 
 async def day_aggregates(
-    pool: Pool, day: date, policy_domain: str | None = None
+    pool: Pool, day: date, policy_domains: Sequence[str] | None = None
 ) -> list[PolicyAggregate]:
-    """A day's counters (of one policy domain, if given), by policy domain."""
+    """A day's counters (of these policy domains; all when None), by policy domain."""
     async with pool.connection() as conn:
-        return await store.list_day_aggregates(conn, day, policy_domain)
+        return await store.list_day_aggregates(conn, day, policy_domains)
 
 
 async def day_domains(pool: Pool, day: date) -> list[str]:

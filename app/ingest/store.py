@@ -203,16 +203,17 @@ def _jsonb(rows: Sequence[Mapping[str, Any]]) -> Jsonb:
 
 
 async def list_day_aggregates(
-    conn: Conn, day: date, policy_domain: str | None = None
+    conn: Conn, day: date, policy_domains: Sequence[str] | None = None
 ) -> list[PolicyAggregate]:
-    """The day's counters, ordered by policy domain then policy key."""
-    params = {"day": day, "domain": policy_domain}
+    """The day's counters (of these policy domains), by policy domain then policy key."""
+    params = {"day": day, "domains": None if policy_domains is None else list(policy_domains)}
     cur = await conn.execute(
         """
         SELECT policy_key, policy_type, policy_domain, policy_string, mx_host,
             success_count, failure_count, trigger_count
         FROM policy_counts
-        WHERE day = %(day)s AND (%(domain)s::text IS NULL OR policy_domain = %(domain)s)
+        WHERE day = %(day)s
+            AND (%(domains)s::text[] IS NULL OR policy_domain = ANY(%(domains)s::text[]))
         ORDER BY policy_domain, policy_key
         """,
         params,
@@ -227,9 +228,9 @@ async def list_day_aggregates(
             f.receiving_mx_helo, host(f.receiving_ip), f.additional_information,
             f.failure_reason_code, f.failed_session_count
         FROM failure_counts f
-        WHERE f.day = %(day)s AND (%(domain)s::text IS NULL OR f.policy_key IN (
+        WHERE f.day = %(day)s AND (%(domains)s::text[] IS NULL OR f.policy_key IN (
             SELECT policy_key FROM policy_counts
-            WHERE day = %(day)s AND policy_domain = %(domain)s))
+            WHERE day = %(day)s AND policy_domain = ANY(%(domains)s::text[])))
         ORDER BY f.policy_key, f.detail_key
         """,
         params,

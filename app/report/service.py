@@ -1,10 +1,10 @@
 """Report building: turn a closed UTC day into one RFC 8460 report per policy domain.
 
 `build_day` closes the day (ingest then refuses it), reads the counters of the domains
-still open (the whole day in two queries, or a few domains one by one for retries),
-looks up `_smtp._tls.<domain>` for each (concurrently, bounded by the resolver, with no
-transaction open), then stores in one transaction per chunk each
-domain's outcome: a report with one delivery per usable rua, or the reason for none. A
+still open in two queries, looks up `_smtp._tls.<domain>` for each (concurrently,
+bounded by the resolver, with no transaction open), then stores in one transaction per
+chunk each domain's outcome: a report with one delivery per usable rua, or the reason
+for none. A
 temporary DNS failure leaves the domain pending, retried with doubling delays for up to
 `dns_retry_max_hours`, then 'gave_up': the scheduler runs the day again when the first
 pending domain is due (`BuildSummary.next_retry_at`). Unique keys make a second run a
@@ -129,11 +129,6 @@ def decide(
     )
 
 
-# Up to this many domains to do, their counters are read one domain at a time (a retry
-# of a few pending domains); above it, the whole day is read in one go.
-FEW_DOMAINS = 50
-
-
 async def build_day(
     pool: Pool,
     resolver: TxtResolver,
@@ -155,7 +150,7 @@ async def build_day(
     domains = await ingest.day_domains(pool, day)
     job = _DayBuild(pool, resolver, settings, clock(), day, states, spread)
     todo = job.triage(domains)
-    await job.read_counters(todo)
+    await job.read_counters(todo, everything=len(todo) == len(domains))
     chunks = [todo[i : i + CHUNK_SIZE] for i in range(0, len(todo), CHUNK_SIZE)]
     lookup: asyncio.Task[_LookedUp] | None = None
     try:
@@ -228,16 +223,12 @@ class _DayBuild:
                 todo.append(domain)
         return todo
 
-    async def read_counters(self, todo: list[str]) -> None:
-        pool = self.pool
-        if len(todo) <= FEW_DOMAINS:
-            for domain in todo:
-                self.counters[domain] = await ingest.day_aggregates(pool, self.day, domain)
-            return
-        wanted = set(todo)
-        for aggregate in await ingest.day_aggregates(pool, self.day):
-            if aggregate.policy.policy_domain in wanted:
-                self.counters[aggregate.policy.policy_domain].append(aggregate)
+    async def read_counters(self, todo: list[str], everything: bool) -> None:
+        """The counters of the domains to do, in one query (the whole day when all are)."""
+        for aggregate in await ingest.day_aggregates(
+            self.pool, self.day, None if everything else todo
+        ):
+            self.counters[aggregate.policy.policy_domain].append(aggregate)
 
     async def look_up(self, domains: list[str]) -> _LookedUp:
         early: dict[str, Decision] = {}

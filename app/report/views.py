@@ -48,7 +48,7 @@ async def preview_report(
         return Preview(stored.report_json, tuple(stored.rua), stored=True)
     if state is not None and state.state in ("no_report", "gave_up"):
         raise NoReportError(state.reason or state.state, state.detail)
-    aggregates = await ingest.day_aggregates(pool, day, policy_domain)
+    aggregates = await ingest.day_aggregates(pool, day, [policy_domain])
     if not aggregates:
         raise NoReportError("no_results", f"no results for {policy_domain} on {day}")
     early = decide_before_dns(settings, aggregates)

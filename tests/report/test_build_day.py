@@ -115,7 +115,7 @@ async def test_outcome_for_every_domain(resources: Resources, dns: FakeResolver)
         service.reporter_of(resources.settings.report),
         DAY,
         "example.com",
-        await day_aggregates(resources.pool, DAY, "example.com"),
+        await day_aggregates(resources.pool, DAY, ["example.com"]),
     )
     assert (report_json, filename, report_id) == (
         expected.json,
@@ -290,7 +290,6 @@ async def test_chunks_with_lookups_ahead_and_whole_day_read(
     resources: Resources, dns: FakeResolver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(service, "CHUNK_SIZE", 2)
-    monkeypatch.setattr(service, "FEW_DOMAINS", 0)  # read the whole day in one go
     for i in range(7):
         dns.publish(f"d{i}.example", f"v=TLSRPTv1; rua=mailto:r@d{i}.example")
     dns.fail("d3.example", TemporaryDnsError("SERVFAIL"))
