@@ -178,6 +178,7 @@ async def build_day(
                 "pending": summary.pending,
                 "gave_up": summary.gave_up,
                 "already_done": summary.already_done,
+                "next_retry_at": summary.next_retry_at,
             }
         },
     )

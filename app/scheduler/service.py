@@ -200,19 +200,8 @@ class Scheduler:
         retry_at: datetime | None = None
         if summary.pending:
             retry_at = summary.next_retry_at or self.clock() + BUILD_ERROR_RETRY
+        # build_day logged what it did (`report_day_built`, with the retry time).
         await self._finish(BUILD_JOB, day, retry_at)
-        log.info(
-            "day_built",
-            extra={
-                "fields": {
-                    "day": day.isoformat(),
-                    "built": summary.built,
-                    "no_report": summary.no_report,
-                    "pending": summary.pending,
-                    "retry_at": retry_at,
-                }
-            },
-        )
         return True
 
     async def _purge(self, today: date) -> None:
