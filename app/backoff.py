@@ -1,11 +1,5 @@
-"""The one backoff rule: how long to wait before trying again after failures. Pure.
-
-The n-th consecutive failure waits `initial * factor**(n-1)` seconds, at most `cap`,
-stretched by up to `JITTER_SHARE` of itself by the caller's jitter (a value in [0, 1)
-from an injected source), so that work failing together does not retry in lockstep.
-Delivery retries (RFC 8460 §5.5), DNS retries of report building and the collector's
-sink retries all use it, each with its own settings.
-"""
+"""The one backoff rule, for delivery (RFC 8460 §5.5), DNS retries of report building
+and the collector's sink, each with its own settings. Pure: jitter is the caller's."""
 
 from __future__ import annotations
 
@@ -16,7 +10,8 @@ JITTER_SHARE = 0.25
 def backoff_seconds(
     failures: int, *, initial: float, cap: float, factor: float = 2.0, jitter: float = 0.0
 ) -> float:
-    """The wait after the `failures`-th consecutive failure (1 for the first)."""
+    """`initial * factor**(failures-1)` seconds, at most `cap`, stretched by up to
+    JITTER_SHARE by `jitter` in [0, 1) so work failing together does not retry in step."""
     delay = initial
     for _ in range(max(failures - 1, 0)):
         delay *= factor

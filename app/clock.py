@@ -1,10 +1,6 @@
-"""The one clock of the service: a callable returning the current UTC time.
-
-Every timestamp the service writes or compares comes from the `Clock` it was handed
-(SQL receives it as a parameter), so a test that injects a fake clock runs day close,
-report building, delivery, retries and lease expiry in milliseconds. Only entry points
-choose `system_clock`.
-"""
+"""The one clock: every time the service writes or compares comes from the `Clock` it
+was handed (SQL gets it as a parameter), so a test runs a whole day on a fake clock in
+milliseconds. Only entry points choose `system_clock`."""
 
 from __future__ import annotations
 

@@ -1,19 +1,13 @@
 """Ingest: the one write path of session results into the day's counters (SPEC §3).
 
-Every source calls this module: `POST /v1/results` (`record_results`), `POST /v1/tallies`
-and the libtlsrpt collector (`record_tally`), and any adapter added later. The rules live
-here once: the accepted window of timestamps and days, the refusal of closed days,
-semantic checks, counting into a `Tally`, and the metrics (accepted, and refused by
-reason). A batch is all-or-nothing and is committed before these functions return.
-
-Writes go through `IngestCommitter` (group commit, `app.db.group_commit`): requests that
-arrive together share one transaction, and each is still all-or-nothing. A day being
-closed concurrently either sees a batch or makes it fail with `ClosedDayError`: ingest
-holds the day's advisory lock shared, closing takes it exclusively. A batch with a
-`batch_id` is recorded once (a sender retrying after a lost acknowledgement).
-
-Report building and the scheduler read days and counters, close days and purge through
-the functions at the end of this module, never through `store`.
+Every source calls it: `POST /v1/results` (`record_results`), `POST /v1/tallies` and the
+collector (`record_tally`). The rules live here once: the accepted window, closed days,
+semantic checks, counting, and the metrics (accepted, refused by reason). A batch is
+all-or-nothing and committed before these return. `IngestCommitter` writes the tallies
+that arrive together in one transaction (group commit); a day being closed either sees a
+batch or makes it fail with `ClosedDayError` (ingest holds the day's advisory lock
+shared, closing takes it exclusively). Report building and the scheduler read, close and
+purge days through the functions at the end, never through `store`.
 """
 
 from __future__ import annotations
