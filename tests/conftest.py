@@ -21,6 +21,7 @@ import httpx
 import psycopg
 import pytest
 from psycopg import sql
+from pydantic import SecretStr
 
 from app.config import Settings
 from app.db.migrate import expected_heads, upgrade
@@ -39,7 +40,7 @@ def _with_database(url: str, name: str) -> str:
     """Same server, another database (URL or conninfo with a `host=` query)."""
     info = psycopg.conninfo.conninfo_to_dict(url)
     info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+    return psycopg.conninfo.make_conninfo("", **info)
 
 
 @pytest.fixture(scope="session")
@@ -51,10 +52,10 @@ def server_url() -> Iterator[str]:
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pgserver
+        from pgserver.postgres_server import get_server
 
         tmp = Path(tempfile.mkdtemp(prefix="tlsrpt-test-pg-"))
-        server = pgserver.get_server(tmp / "pgdata", cleanup_mode="delete")
+        server = get_server(tmp / "pgdata", cleanup_mode="delete")
     try:
         yield server.get_uri("postgres")
     finally:
@@ -63,7 +64,7 @@ def server_url() -> Iterator[str]:
             server.cleanup()
 
 
-def _admin(server_url: str, statement: sql.Composable) -> None:
+def _admin(server_url: str, statement: sql.Composed) -> None:
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(statement)
 
@@ -128,7 +129,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path / "data")
+    return Settings(database_url=SecretStr(database_url), data_dir=tmp_path / "data")
 
 
 @pytest.fixture
