@@ -57,13 +57,12 @@ async def test_readyz_is_503_until_migrated(empty_database_url: str) -> None:
 
 async def test_readyz_is_503_when_the_database_is_unreachable() -> None:
     settings = Settings(database_url=SecretStr("postgresql://postgres@127.0.0.1:1/nothing"))
-    from psycopg_pool import AsyncConnectionPool
+    from psycopg_pool import AsyncNullConnectionPool
 
-    pool: AsyncConnectionPool = AsyncConnectionPool(
-        "postgresql://postgres@127.0.0.1:1/nothing?connect_timeout=1",
-        open=False,
-        min_size=0,
-        max_size=1,
+    # A pool that connects on demand: the refused connection is the answer at once, where
+    # a pool that keeps retrying in the background has /readyz wait out its 5 s timeout.
+    pool = AsyncNullConnectionPool(
+        "postgresql://postgres@127.0.0.1:1/nothing?connect_timeout=1", open=False, max_size=1
     )
     await pool.open(wait=False)
     resources = Resources(
