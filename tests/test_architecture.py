@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # What app/tlsrpt may import besides itself: computation on values in memory. Each entry
 # allows its submodules too. `urllib.parse` splits and quotes rua URIs (RFC 8460 §3);
 # `urllib` itself and its other submodules (`urllib.request`) stay forbidden. gzip and
-# zlib compress and inflate report bodies in memory.
+# zlib compress and inflate report bodies in memory; orjson and pydantic parse and
+# validate the wire JSON.
 PURE = frozenset(
     {
         "__future__",
@@ -49,6 +50,7 @@ PURE = frozenset(
         "uuid",
         "zlib",
         "orjson",
+        "pydantic",
     }
 )
 
