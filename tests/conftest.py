@@ -1,10 +1,16 @@
 """Test fixtures: a real PostgreSQL built by the real migrations.
 
 The server is `TLSRPT_TEST_DATABASE_URL` (or `TLSRPT_DATABASE_URL`) when set, else an
-embedded one (pgserver) in a temporary directory. Migrations run once into a template
-database per session; every test that asks for `database_url` gets a fresh database
-cloned from it (real commits, several connections), dropped afterwards. Database names
-carry the process id, so several test runs can share one server.
+embedded one (pgserver) in a temporary directory. Migrations run once per session (per
+pytest-xdist worker) into a database the session's tests share:
+
+- `database_url`: for tests that commit and use several connections (a pool, a
+  subprocess); the database is emptied after the test (tests/database.py).
+- `db_conn`: one connection in a transaction rolled back after the test, for tests that
+  need neither a commit nor a second connection.
+- `empty_database_url`: a database of the test's own with no schema (migration tests).
+
+Database names carry the process id, so several test runs can share one server.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ import tempfile
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
 from psycopg import sql
+from pydantic import SecretStr
 
 from app.config import Settings
 from app.db.migrate import expected_heads, upgrade
@@ -29,6 +37,7 @@ from app.main import create_app
 from app.resources import Resources
 from app.tokens.service import Scope, create_token
 from tests.clock import FakeClock
+from tests.database import SharedDatabase
 from tests.dns.fake_resolver import FakeResolver
 
 _RUN = f"{os.getpid()}_{secrets.token_hex(3)}"
@@ -39,7 +48,7 @@ def _with_database(url: str, name: str) -> str:
     """Same server, another database (URL or conninfo with a `host=` query)."""
     info = psycopg.conninfo.conninfo_to_dict(url)
     info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+    return psycopg.conninfo.make_conninfo("", **info)
 
 
 @pytest.fixture(scope="session")
@@ -51,10 +60,10 @@ def server_url() -> Iterator[str]:
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pgserver
+        from pgserver.postgres_server import get_server
 
         tmp = Path(tempfile.mkdtemp(prefix="tlsrpt-test-pg-"))
-        server = pgserver.get_server(tmp / "pgdata", cleanup_mode="delete")
+        server = get_server(tmp / "pgdata", cleanup_mode="delete")
     try:
         yield server.get_uri("postgres")
     finally:
@@ -63,35 +72,26 @@ def server_url() -> Iterator[str]:
             server.cleanup()
 
 
-def _admin(server_url: str, statement: sql.Composable) -> None:
+def _admin(server_url: str, statement: sql.Composed) -> None:
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(statement)
 
 
 @pytest.fixture(scope="session")
-def template_database(server_url: str) -> Iterator[str]:
-    """A database migrated to the newest revision, the template of every test database."""
-    name = f"tlsrpt_tpl_{_RUN}"
+def shared_database(server_url: str) -> Iterator[SharedDatabase]:
+    """The migrated database of this session's tests."""
+    name = f"tlsrpt_t_{_RUN}"
     _admin(server_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        upgrade(_with_database(server_url, name))
-        yield name
+        url = _with_database(server_url, name)
+        upgrade(url)
+        database = SharedDatabase(url)
+        try:
+            yield database
+        finally:
+            database.close()
     finally:
-        _admin(
-            server_url,
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)),
-        )
-
-
-def new_database(server_url: str, template: str) -> str:
-    name = f"tlsrpt_t_{_RUN}_{next(_counter)}"
-    _admin(
-        server_url,
-        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template)
-        ),
-    )
-    return name
+        drop_database(server_url, name)
 
 
 def drop_database(server_url: str, name: str) -> None:
@@ -101,13 +101,29 @@ def drop_database(server_url: str, name: str) -> None:
 
 
 @pytest.fixture
-def database_url(server_url: str, template_database: str) -> Iterator[str]:
-    """A fresh, migrated database for this test."""
-    name = new_database(server_url, template_database)
+def database_url(shared_database: SharedDatabase) -> Iterator[str]:
+    """The migrated database, empty; the test may commit and connect as often as it likes."""
     try:
-        yield _with_database(server_url, name)
+        yield shared_database.url
     finally:
-        drop_database(server_url, name)
+        shared_database.reset()
+
+
+@pytest.fixture
+async def db_conn(
+    shared_database: SharedDatabase,
+) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
+    """A connection to the migrated, empty database, in a transaction rolled back after the
+    test (`conn.transaction()` inside it is a savepoint; `commit()` is refused)."""
+    try:
+        async with (
+            await psycopg.AsyncConnection.connect(shared_database.url, autocommit=True) as conn,
+            conn.transaction(force_rollback=True),
+        ):
+            yield conn
+    finally:
+        # Sequences advance outside transactions.
+        shared_database.reset()
 
 
 @pytest.fixture
@@ -128,7 +144,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path / "data")
+    return Settings(database_url=SecretStr(database_url), data_dir=tmp_path / "data")
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
-from app.resources import Resources
+from typing import Any
+
+import psycopg
 
 
-async def test_database_is_migrated(resources: Resources) -> None:
-    async with resources.pool.connection() as conn:
-        cur = await conn.execute("SELECT count(*) FROM api_tokens")
-        assert (await cur.fetchone()) == (0,)
+async def test_database_is_migrated(db_conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
+    cur = await db_conn.execute("SELECT count(*) FROM api_tokens")
+    assert (await cur.fetchone()) == (0,)

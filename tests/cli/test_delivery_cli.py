@@ -21,6 +21,7 @@ from tests.delivery.certs import LoopbackCa
 from tests.delivery.conftest import dkim_pair, test_ca  # noqa: F401  (fixtures)
 from tests.delivery.env import DeliveryEnv, delivery_env, delivery_states, store_report
 from tests.dns.loopback_server import loopback_dns
+from tests.wait import until
 
 ROOT = Path(__file__).resolve().parents[2]
 YESTERDAY = datetime.now(UTC).date() - timedelta(days=1)
@@ -152,10 +153,7 @@ async def test_worker_delivers_and_stops_on_sigterm(env: DeliveryEnv) -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        for _ in range(300):
-            if env.smtp.messages:
-                break
-            await asyncio.sleep(0.1)
+        await until(lambda: env.smtp.messages or process.returncode is not None)
         assert len(env.smtp.messages) == 1
     finally:
         process.send_signal(signal.SIGTERM)

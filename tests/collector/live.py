@@ -8,6 +8,8 @@ import socket
 import uvicorn
 from fastapi import FastAPI
 
+from tests.wait import until
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -34,15 +36,12 @@ class LiveServer:
             access_log=False,
             lifespan=self.lifespan,  # type: ignore[arg-type]
         )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        for _ in range(500):
-            if self._server.started:
-                return
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
-        raise TimeoutError("uvicorn did not start")
+        server = self._server = uvicorn.Server(config)
+        task = self._task = asyncio.create_task(server.serve())
+        await until(lambda: server.started or task.done(), what="uvicorn started")
+        if task.done():
+            task.result()  # why it did not start
+        assert server.started
 
     async def stop(self) -> None:
         assert self._server is not None and self._task is not None

@@ -22,16 +22,9 @@ from tests.collector.memory import send_all
 from tests.collector.test_collector import generated, options
 from tests.collector.test_database_sink import from_aggregates, one_batch
 from tests.conftest import MakeToken
+from tests.wait import until
 
 DAY = date(2026, 11, 24)
-
-
-async def wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    for _ in range(int(seconds / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 async def test_api_down_for_a_while_loses_and_doubles_nothing(
@@ -46,6 +39,9 @@ async def test_api_down_for_a_while_loses_and_doubles_nothing(
     path = tmp_path / "tlsrpt.sock"
     expected = Expected()
 
+    def spooled(batches: int) -> Callable[[], bool]:
+        return lambda: collector.stats().spool_batches >= batches
+
     async def send(seed: int) -> None:
         datagrams, part = generated(400, seed=seed)
         expected.sessions.update(part.sessions)
@@ -55,17 +51,17 @@ async def test_api_down_for_a_while_loses_and_doubles_nothing(
 
     try:
         await send(50)
-        await wait_for(lambda: collector.stats().results_forwarded > 0)
+        await until(lambda: collector.stats().results_forwarded > 0)
 
         await server.stop()
         for seed in (51, 52, 53):
             await send(seed)
-            await asyncio.sleep(0.1)
-        await wait_for(lambda: collector.stats().spool_batches >= 3)
+            # Each send ends in at least one more spooled batch before the next.
+            await until(spooled(seed - 50))
         assert collector.stats().batches_failed >= 1
 
         await server.start()
-        await wait_for(lambda: collector.stats().spool_batches == 0)
+        await until(lambda: collector.stats().spool_batches == 0)
         await send(54)
         await collector.stop()
     finally:

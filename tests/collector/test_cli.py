@@ -26,9 +26,9 @@ from tests.clock import FakeClock
 from tests.collector.datagrams import Expected, encode, random_datagram
 from tests.collector.live import LiveServer, free_port
 from tests.collector.memory import clean, send_all
-from tests.collector.test_api_sink import wait_for
 from tests.collector.test_collector import generated
 from tests.collector.test_database_sink import from_aggregates
+from tests.wait import until, until_awaited
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,16 +88,26 @@ async def test_sigterm_mid_stream_loses_nothing_that_reached_the_socket(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
-        await wait_for(lambda: path.exists() or process.returncode is not None)
-        assert path.exists(), "the collector did not bind its socket"
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o620
-
-        sender = StreamSender(path, datagrams, limit=2_000_000)
-        sender.start()
-        await wait_for(lambda: sender.sent >= 30_000 or not sender.is_alive())
         async with httpx.AsyncClient() as client:
-            scrape = await client.get(f"http://127.0.0.1:{metrics_port}/metrics")
+
+            async def started() -> bool:
+                assert process.returncode is None, "the collector exited"
+                try:
+                    return (await client.get(metrics_url)).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            # Metrics are served once the socket is bound and its mode set (the socket
+            # file itself appears a moment before its mode).
+            await until_awaited(started, every=0.05)
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o620
+
+            sender = StreamSender(path, datagrams, limit=2_000_000)
+            sender.start()
+            await until(lambda: sender.sent >= 30_000 or not sender.is_alive())
+            scrape = await client.get(metrics_url)
         assert "tlsrpt_collector_datagrams_received_total" in scrape.text
 
         process.send_signal(signal.SIGTERM)
@@ -147,12 +157,15 @@ async def test_serve_runs_the_collector_in_the_service(
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         datagrams, expected = generated(1000, seed=71)
         await asyncio.to_thread(send_all, path, [*datagrams, b"junk"])
+        # The collector counts into this process's registry, which /metrics serves.
+        await until(
+            lambda: (
+                b'tlsrpt_collector_invalid_datagrams_total{kind="bad_json"} 1.0'
+                in generate_latest()
+            )
+        )
         async with httpx.AsyncClient() as client:
-            for _ in range(100):
-                text = (await client.get(server.url + "/metrics")).text
-                if 'tlsrpt_collector_invalid_datagrams_total{kind="bad_json"} 1.0' in text:
-                    break
-                await asyncio.sleep(0.05)
+            text = (await client.get(server.url + "/metrics")).text
         assert "tlsrpt_collector_datagrams_received_total 1001.0" in text
     finally:
         await server.stop()

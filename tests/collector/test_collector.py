@@ -9,7 +9,7 @@ import signal
 import socket
 import stat
 import threading
-import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from app.collector.reader_process import ProcessReader
 from app.collector.service import Collector, CollectorOptions
 from tests.collector.datagrams import Expected, encode, random_datagram
 from tests.collector.memory import MemorySink, clean, counted, send_all
+from tests.wait import until, until_blocking
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -107,7 +108,8 @@ async def test_results_are_counted_on_the_utc_day_they_were_received(tmp_path: P
     after, expected_after = generated(300, seed=4)
     path = tmp_path / "tlsrpt.sock"
     await asyncio.to_thread(send_all, path, before)
-    await asyncio.sleep(0.2)
+    # The reader stamps each datagram as it reads it: only then may the day end.
+    await until(lambda: collector.stats().datagrams_received == len(before))
     now[0] += timedelta(milliseconds=2)
     await asyncio.to_thread(send_all, path, after)
     await collector.stop()
@@ -126,13 +128,18 @@ async def test_sink_down_spools_then_delivers_everything_in_order(tmp_path: Path
     await collector.start()
     path = tmp_path / "tlsrpt.sock"
     expected = Expected()
+
+    def spooled(batches: int) -> Callable[[], bool]:
+        return lambda: collector.stats().batches_spooled >= batches
+
     for round_ in range(5):
         datagrams, part = generated(100, seed=10 + round_)
         expected.sessions += part.sessions
         expected.failures += part.failures
         expected.details += part.details
         await asyncio.to_thread(send_all, path, datagrams)
-        await asyncio.sleep(0.08)
+        # Each round ends in at least one more spooled batch before the next is sent.
+        await until(spooled(round_ + 1))
     stats = collector.stats()
     assert stats.batches_spooled >= 2
     assert stats.spool_batches == stats.batches_spooled
@@ -141,10 +148,7 @@ async def test_sink_down_spools_then_delivers_everything_in_order(tmp_path: Path
     spooled_ids = _spooled_ids(tmp_path / "spool")
 
     sink.down = False
-    for _ in range(100):
-        await asyncio.sleep(0.02)
-        if collector.stats().spool_batches == 0:
-            break
+    await until(lambda: collector.stats().spool_batches == 0)
     await collector.stop()
 
     assert counted(sink.batches) == clean(expected)
@@ -262,8 +266,7 @@ def test_stopping_reads_what_is_still_queued_and_refuses_the_rest(tmp_path: Path
         reader.start()
         stopper = threading.Thread(target=reader.stop)
         stopper.start()
-        while path.exists():
-            time.sleep(0.001)
+        until_blocking(lambda: not path.exists())
         with pytest.raises(OSError):
             sender.sendto(b"too late", str(path))
         gate.set()
@@ -294,10 +297,7 @@ def test_the_reader_process_delivers_everything_queued_at_stop(tmp_path: Path) -
     reader.start()
     first = [b"first %d" % i for i in range(500)]
     send_all(path, first)
-    for _ in range(1000):
-        if reader.received == len(first):
-            break
-        time.sleep(0.01)
+    until_blocking(lambda: reader.received == len(first))
     child = reader._child
     assert child is not None
     os.kill(child.pid, signal.SIGSTOP)  # the child stops reading: the socket queue fills
@@ -305,8 +305,7 @@ def test_the_reader_process_delivers_everything_queued_at_stop(tmp_path: Path) -
     send_all(path, queued)
     stopper = threading.Thread(target=reader.stop)
     stopper.start()
-    while path.exists():
-        time.sleep(0.001)
+    until_blocking(lambda: not path.exists())
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender, pytest.raises(OSError):
         sender.sendto(b"too late", str(path))
     os.kill(child.pid, signal.SIGCONT)

@@ -14,6 +14,8 @@ from typing import Any
 import uvicorn
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from tests.wait import until
+
 
 @dataclass
 class ReceivedMail:
@@ -35,6 +37,8 @@ class SmtpHandler:
     # When set, DATA waits for it (a relay that stops answering); data_waiting tells.
     data_hook: asyncio.Event | None = None
     data_waiting: asyncio.Event = field(default_factory=asyncio.Event)
+    # Connections closed, by either side (the sink times idle clients out).
+    connections_closed: int = 0
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -67,6 +71,12 @@ class SmtpHandler:
         return "250 2.0.0 queued as TEST"
 
 
+class _SinkSmtp(SMTP):
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        self.event_handler.connections_closed += 1
+
+
 def password_authenticator(username: str, password: str) -> Callable[..., AuthResult]:
     def authenticate(
         server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
@@ -92,7 +102,7 @@ async def smtp_sink(
     loop = asyncio.get_running_loop()
 
     def protocol() -> SMTP:
-        return SMTP(
+        return _SinkSmtp(
             handler,
             hostname="sink.test",
             tls_context=None if implicit_tls else tls_context,
@@ -180,10 +190,9 @@ async def https_receiver(
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.005)
+    await until(lambda: server.started or task.done(), what="uvicorn started")
+    if task.done():
+        task.result()  # why it did not start
     try:
         yield sock.getsockname()[1]
     finally:

@@ -13,6 +13,7 @@ from app.delivery.errors import PermanentDeliveryError, TemporaryDeliveryError
 from app.delivery.smtp import SmtpRelay
 from tests.delivery.certs import LoopbackCa
 from tests.delivery.sinks import SmtpHandler, password_authenticator, smtp_sink
+from tests.wait import until
 
 MESSAGE = b"From: a@sender.example\r\nTo: r@example.com\r\nSubject: t\r\n\r\nbody\r\n"
 
@@ -175,7 +176,7 @@ async def test_a_connection_the_relay_dropped_is_not_used() -> None:
         settings = SmtpSettings(host="127.0.0.1", port=port, security=SmtpSecurity.NONE)
         shared = SmtpRelay(settings, helo_name="sender.example")
         await shared.send("a@sender.example", "r@example.com", MESSAGE)
-        await asyncio.sleep(0.6)  # the relay times the idle client out
+        await until(lambda: handler.connections_closed == 1)  # the relay timed us out
         await shared.send("a@sender.example", "r@example.com", MESSAGE)
         await shared.aclose()
     assert len(handler.messages) == 2

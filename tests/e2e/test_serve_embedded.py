@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.wait import until_blocking
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -27,16 +29,14 @@ def free_port() -> int:
 
 
 def wait_ready(server: subprocess.Popen[str], base: str) -> None:
-    deadline = time.monotonic() + 120
-    while True:
+    def ready() -> bool:
         assert server.poll() is None, server.stdout.read() if server.stdout else ""
         try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
+            return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
         except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server did not become ready"
-        time.sleep(0.2)
+            return False
+
+    until_blocking(ready, f"{base}/readyz answers 200", every=0.05, timeout=120)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import smtplib
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ import psycopg
 from tests.cli.test_cli import tlsrpt
 from tests.inbound.mailkit import build_report_mail
 from tests.inbound.test_read_api import REPORTS
+from tests.wait import until_blocking
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON = {"Content-Type": "application/tlsrpt+json"}
@@ -77,16 +77,16 @@ def test_serve_with_lmtp_listener(database_url: str, tmp_path: Path) -> None:
             command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr
         ) as process,
     ):
+
+        def connected() -> smtplib.LMTP | None:
+            try:
+                return smtplib.LMTP("127.0.0.1", lmtp_port, timeout=5)
+            except OSError:
+                assert process.poll() is None, (tmp_path / "stderr").read_text()
+                return None
+
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    client = smtplib.LMTP("127.0.0.1", lmtp_port, timeout=5)
-                    break
-                except OSError:
-                    assert process.poll() is None, (tmp_path / "stderr").read_text()
-                    assert time.monotonic() < deadline, "the LMTP listener did not start"
-                    time.sleep(0.2)
+            client = until_blocking(connected, "the LMTP listener accepts", every=0.05, timeout=60)
             with client:
                 refused = client.sendmail(
                     "a@reporter.example", ["x@example.com", "tls-reports@example.com"], raw

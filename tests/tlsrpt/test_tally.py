@@ -15,7 +15,7 @@ def test_equal_policies_and_details_share_counters() -> None:
     tally.add_session(DAY, STS, None, count=5)
     tally.add_session(
         DAY,
-        Policy(*[STS.policy_type, STS.policy_domain, STS.policy_string, STS.mx_host]),
+        Policy(STS.policy_type, STS.policy_domain, STS.policy_string, STS.mx_host),
         EXPIRED,
         count=2,
     )
@@ -62,9 +62,7 @@ def test_recipient_domains_are_broken_down() -> None:
 
 
 def test_keys_are_stable_and_distinct() -> None:
-    assert (
-        STS.key == Policy(*[STS.policy_type, STS.policy_domain, STS.policy_string, STS.mx_host]).key
-    )
+    assert STS.key == Policy(STS.policy_type, STS.policy_domain, STS.policy_string, STS.mx_host).key
     # Moving a string between the two lists must change the key.
     a = Policy(PolicyType.STS, "d", ("x",), ())
     b = Policy(PolicyType.STS, "d", (), ("x",))
