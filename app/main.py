@@ -26,7 +26,6 @@ from app.api import (
     ingest,
     reports,
     suppressions,
-    tallies,
 )
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
@@ -98,7 +97,6 @@ def create_app(
 
     app.include_router(health.router)
     app.include_router(ingest.router)
-    app.include_router(tallies.router)
     app.include_router(days.router)
     app.include_router(reports.router)
     app.include_router(deliveries.router)
@@ -109,7 +107,7 @@ def create_app(
     async def _metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    documented = list(ingest.DOCUMENTED_MODELS) + list(tallies.DOCUMENTED_MODELS)
+    documented = list(ingest.DOCUMENTED_MODELS)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -1,7 +1,12 @@
-"""`POST /v1/results`: MTAs report the TLS outcome of their SMTP sessions.
+"""The ingest endpoints: `POST /v1/results` (sessions) and `POST /v1/tallies` (counters).
 
-This module parses and authenticates; the rules (window, closed days, semantic checks,
-counting, metrics) are the ingest service's. The 200 is sent after the commit.
+`/v1/results` takes sessions, one result type each. A sender that counted locally may
+hold counts that shape can not express exactly (a success with failure details attached,
+one failed session with several details: both occur in libtlsrpt datagrams), so
+`/v1/tallies` takes the counters of one UTC day as RFC 8460 §4.4 `policies` entries, and
+a `batch-id` makes a retried batch count once. This module parses and authenticates;
+the rules (window, closed days, semantic checks, counting, metrics) are the ingest
+service's. Both are all-or-nothing, and the 200 is sent after the commit.
 """
 
 from __future__ import annotations
@@ -10,21 +15,21 @@ import functools
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from app.api.auth import BEARER_SECURITY, authorize, get_resources
+from app.api.auth import BEARER_SECURITY, authorize, get_resources, require_scope
 from app.api.body import read_body
 from app.api.errors import ApiError, responses, validation_details
 from app.ingest import service as ingest
-from app.ingest.wire import ResultIn, ResultsIn
+from app.ingest.wire import ResultIn, ResultsIn, TalliesIn
 from app.tlsrpt.model import Policy
 from app.tlsrpt.wire import PolicyIn
 from app.tokens.service import Scope
 
 router = APIRouter(tags=["ingest"])
 # Request bodies read by hand (for the size cap) are documented through these models.
-DOCUMENTED_MODELS: list[type] = [ResultsIn]
+DOCUMENTED_MODELS: list[type] = [ResultsIn, TalliesIn]
 
 
 class ResultsAccepted(BaseModel):
@@ -71,9 +76,12 @@ def parse_results(raw: list[Any]) -> list[ingest.SessionResult]:
         items = []
     policies: list[Policy] = []
     for index, item in enumerate(raw):
-        raw_policy = item.get("policy") if isinstance(item, dict) else None
-        if raw_policy is None:
+        if not isinstance(item, dict) or "policy" not in item:
             continue  # reported by the first pass ("Field required")
+        raw_policy = item["policy"]
+        if not isinstance(raw_policy, dict):
+            details.append({"index": index, "field": "policy", "reason": "must be an object"})
+            continue
         try:
             policies.append(_policy_of(raw_policy))
         except ValidationError as exc:
@@ -158,3 +166,60 @@ async def post_results(request: Request) -> ResultsAccepted:
         resources.committer, resources.clock, resources.settings, parse_results(raw)
     )
     return ResultsAccepted(accepted=recorded.results, sessions=recorded.sessions)
+
+
+class TalliesAccepted(BaseModel):
+    policies: int = Field(description="Policy entries in the batch.")
+    sessions: int = Field(description="Sessions counted (successful plus failed).")
+    recorded: bool = Field(
+        description="False when a batch with this batch-id was recorded before; nothing "
+        "was added this time."
+    )
+
+
+@router.post(
+    "/v1/tallies",
+    response_model=TalliesAccepted,
+    summary="Add pre-aggregated counters of one UTC day",
+    description="Exact counters as RFC 8460 §4.4 `policies` entries (`policy`, `summary`, "
+    "`failure-details` with `failed-session-count`), plus an optional "
+    "`recipient-domains` breakdown. Failure-detail counts are taken as given (they need "
+    "not add up to the failed sessions). All-or-nothing; a 200 means committed. 409 when "
+    "the day's reports are already built. A batch repeated under the same `batch-id` is "
+    "recorded once and answered with `recorded: false`.",
+    dependencies=[Depends(require_scope(Scope.INGEST))],
+    responses=responses(400, 401, 403, 409, 413, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TalliesIn"}}},
+        }
+    },
+)
+async def post_tallies(request: Request) -> TalliesAccepted:
+    resources = get_resources(request)
+    document, raw = await read_ingest_body(request, "policies")
+    try:
+        batch = TalliesIn.model_validate(document)
+    except ValidationError as exc:
+        raise _invalid(list(exc.errors()), raw) from None
+    tally = batch.to_tally()
+    recorded = await ingest.record_tally(
+        resources.committer,
+        resources.clock,
+        resources.settings,
+        tally,
+        batch_id=batch.batch_id,
+    )
+    return TalliesAccepted(policies=len(batch.policies), sessions=tally.sessions, recorded=recorded)
+
+
+def _invalid(errors: list[Any], raw: list[Any]) -> Exception:
+    per_policy = [e for e in errors if len(e["loc"]) > 1 and e["loc"][0] == "policies"]
+    envelope = [e for e in errors if e not in per_policy]
+    if envelope:
+        ingest.note_refused(ingest.REFUSED_MALFORMED)
+        return ApiError(
+            422, "invalid_request", "the batch is invalid", validation_details(envelope)
+        )
+    return invalid_items(validation_details(per_policy, skip=1), len(raw))

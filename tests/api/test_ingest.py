@@ -425,3 +425,14 @@ async def test_no_stack_trace_reaches_the_client(
     assert body["code"] == "internal_error"
     assert "Traceback" not in response.text and "psycopg" not in response.text
     assert response.headers["x-request-id"] in body["message"]
+
+
+async def test_a_null_policy_is_a_422_naming_the_item(
+    client: httpx.AsyncClient, ingest_headers: dict[str, str]
+) -> None:
+    """Found by schemathesis: `"policy": null` was a 500."""
+    bad = {"result-type": "success", "policy": None}
+    response = await client.post("/v1/results", json={"results": [bad]}, headers=ingest_headers)
+    assert response.status_code == 422, response.text
+    [detail] = response.json()["error"]["details"]
+    assert (detail["index"], detail["field"]) == (0, "policy")
