@@ -1,9 +1,6 @@
-"""Resources opened once per process by an entry point and handed to services.
-
-Only the entry points (`app.main` and `app.cli`) build a `Resources`; services never
-import this module: they take the pool, clock, resolver, senders and settings they use
-as parameters, so the worker and tests use the same services without FastAPI.
-"""
+"""What one process opens once. Only the entry points (`app.main`, `app.cli`) build it;
+services never import it: they take the pool, clock, resolver, senders and settings
+they use as parameters."""
 
 from __future__ import annotations
 

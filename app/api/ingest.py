@@ -162,10 +162,10 @@ async def post_results(request: Request) -> ResultsAccepted:
         raise ApiError(
             422, "invalid_request", 'the body must be {"results": [...]} with at least one result'
         )
-    recorded = await ingest.record_results(
+    sessions = await ingest.record_results(
         resources.committer, resources.clock, resources.settings, parse_results(raw)
     )
-    return ResultsAccepted(accepted=recorded.results, sessions=recorded.sessions)
+    return ResultsAccepted(accepted=len(raw), sessions=sessions)
 
 
 class TalliesAccepted(BaseModel):

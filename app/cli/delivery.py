@@ -18,14 +18,11 @@ from datetime import UTC, date, datetime, timedelta
 
 from app.cli.runtime import (
     announce_configuration,
-    database_url,
-    opened,
     run_with_resources,
     scheduler_of,
     settings_or_exit,
 )
 from app.clock import system_clock
-from app.config import Settings
 from app.delivery import suppression
 from app.delivery.errors import DeliveryError
 from app.delivery.mail import parse_mailto
@@ -87,55 +84,53 @@ def _send(args: argparse.Namespace) -> int:
     day: date = args.day
     if day >= system_clock().date():
         return _fail(f"{day} is not over yet (UTC); only past days can be sent", 2)
-    with database_url(settings) as url:
-        try:
-            return asyncio.run(_send_async(settings, url, day, dry_run=args.dry_run))
-        except DkimKeyError as exc:
-            return _fail(f"invalid configuration: {exc}", 2)
+    try:
+        return run_with_resources(settings, lambda res: _send_async(res, day, dry_run=args.dry_run))
+    except DkimKeyError as exc:
+        return _fail(f"invalid configuration: {exc}", 2)
 
 
-async def _send_async(settings: Settings, url: str, day: date, *, dry_run: bool) -> int:
+async def _send_async(res: Resources, day: date, *, dry_run: bool) -> int:
     from app.report.service import build_day
 
-    async with opened(settings, url) as res:
-        if dry_run:
-            return await _dry_run(res, day)
-        announce_configuration(res)
+    if dry_run:
+        return await _dry_run(res, day)
+    announce_configuration(res)
 
-        def built(done: int, total: int) -> None:
-            print(f"\rbuilding {day}: {done}/{total} domains", end="", file=sys.stderr)
+    def built(done: int, total: int) -> None:
+        print(f"\rbuilding {day}: {done}/{total} domains", end="", file=sys.stderr)
 
-        summary = await build_day(
-            res.pool, res.resolver, res.clock, res.settings.report, day, progress=built
+    summary = await build_day(
+        res.pool, res.resolver, res.clock, res.settings.report, day, progress=built
+    )
+    print(
+        f"\rbuilt {day}: {summary.built} reports, {summary.no_report} domains without, "
+        f"{summary.pending} waiting for DNS, {summary.already_done} already done",
+        file=sys.stderr,
+    )
+    total = await make_day_due(res.pool, res.clock, day)
+    owner, sent = instance_name(), 0
+    while True:
+        attempted = await deliver_due(
+            res.pool,
+            res.open_senders(),
+            res.clock,
+            res.settings.delivery,
+            sending=res.settings.send_reports,
+            owner=owner,
+            limit=res.settings.delivery.batch_size,
+            day=day,
         )
-        print(
-            f"\rbuilt {day}: {summary.built} reports, {summary.no_report} domains without, "
-            f"{summary.pending} waiting for DNS, {summary.already_done} already done",
-            file=sys.stderr,
-        )
-        total = await make_day_due(res.pool, res.clock, day)
-        owner, sent = instance_name(), 0
-        while True:
-            attempted = await deliver_due(
-                res.pool,
-                res.open_senders(),
-                res.clock,
-                settings.delivery,
-                sending=settings.send_reports,
-                owner=owner,
-                limit=settings.delivery.batch_size,
-                day=day,
-            )
-            if attempted == 0:
-                break
-            sent += attempted
-            print(f"\rdelivering {day}: {sent}/{total} attempted", end="", file=sys.stderr)
-        states = Counter(d.state for d in await _day_deliveries(res, day))
-        print(
-            f"\rdelivered {day}: "
-            + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "nothing to send"),
-            file=sys.stderr,
-        )
+        if attempted == 0:
+            break
+        sent += attempted
+        print(f"\rdelivering {day}: {sent}/{total} attempted", end="", file=sys.stderr)
+    states = Counter(d.state for d in await _day_deliveries(res, day))
+    print(
+        f"\rdelivered {day}: "
+        + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "nothing to send"),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -195,24 +190,22 @@ async def _route(res: Resources, rua: str, relay: str) -> str:
 
 def _worker(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
-    with database_url(settings) as url:
-        try:
-            asyncio.run(_worker_async(settings, url))
-        except DkimKeyError as exc:
-            return _fail(f"invalid configuration: {exc}", 2)
+    try:
+        run_with_resources(settings, _worker_async)
+    except DkimKeyError as exc:
+        return _fail(f"invalid configuration: {exc}", 2)
     return 0
 
 
-async def _worker_async(settings: Settings, url: str) -> None:
-    async with opened(settings, url) as res:
-        scheduler = scheduler_of(res)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, scheduler.stop)
-        task = asyncio.create_task(scheduler.run())
-        await scheduler.stop_requested()
-        # Sends in flight get the stop timeout; the rest wait for their leases to expire.
-        await stop_scheduler(scheduler, task, settings.scheduler.stop_timeout_seconds)
+async def _worker_async(res: Resources) -> None:
+    scheduler = scheduler_of(res)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, scheduler.stop)
+    task = asyncio.create_task(scheduler.run())
+    await scheduler.stop_requested()
+    # Sends in flight get the stop timeout; the rest wait for their leases to expire.
+    await stop_scheduler(scheduler, task, res.settings.scheduler.stop_timeout_seconds)
 
 
 def _suppress_add(args: argparse.Namespace) -> int:

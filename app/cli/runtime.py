@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -57,22 +57,16 @@ def database_url(settings: Settings, *, migrate: bool = True) -> Iterator[str]:
         embedded.stop()
 
 
-@asynccontextmanager
-async def opened(settings: Settings, url: str) -> AsyncIterator[Resources]:
-    resources = await open_resources(settings, url)
-    try:
-        yield resources
-    finally:
-        await resources.close()
-
-
 def run_with_resources(settings: Settings, work: Callable[[Resources], Awaitable[T]]) -> T:
     """Run `work` on this process's resources, on the configured database or an embedded
     one started around it."""
 
     async def run(url: str) -> T:
-        async with opened(settings, url) as res:
+        res = await open_resources(settings, url)
+        try:
             return await work(res)
+        finally:
+            await res.close()
 
     with database_url(settings) as url:
         return asyncio.run(run(url))

@@ -105,12 +105,6 @@ class SessionResult:
     recipient_domain: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    results: int
-    sessions: int
-
-
 def _detail_fields_on_success(detail: FailureDetail) -> str | None:
     present = [name for name, attr in DETAIL_FIELDS if getattr(detail, attr) is not None]
     return ", ".join(present) or None
@@ -123,9 +117,9 @@ def _refuse(error: IngestRefusedError) -> IngestRefusedError:
 
 async def record_results(
     committer: IngestCommitter, clock: Clock, settings: Settings, results: Sequence[SessionResult]
-) -> Recorded:
-    """Count and commit sessions; raise InvalidResultsError or ClosedDayError, storing
-    nothing. A result without a timestamp happened now."""
+) -> int:
+    """Count and commit sessions; returns how many. Raise InvalidResultsError or
+    ClosedDayError, storing nothing. A result without a timestamp happened now."""
     now = clock()
     tally = Tally()
     problems: list[dict[str, Any]] = []
@@ -156,7 +150,7 @@ async def record_results(
     await _commit(committer, tally, None)
     metrics.INGEST_RESULTS.inc(len(results))
     metrics.INGEST_SESSIONS.inc(tally.sessions)
-    return Recorded(len(results), tally.sessions)
+    return tally.sessions
 
 
 async def record_tally(

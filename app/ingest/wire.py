@@ -1,13 +1,7 @@
-"""The two ingest bodies, built on the RFC 8460 wire model (`app.tlsrpt.wire`).
-
-`ResultsIn` (`POST /v1/results`) carries sessions: the TLS outcome of `count` identical
-SMTP sessions for one policy (SPEC §3). `TalliesIn` (`POST /v1/tallies`, and the
-collector's batches and spool records) carries one UTC day of exact counters as RFC 8460
-§4.4 `policies` entries, plus an optional per-recipient-domain breakdown, so a sender
-that counted sessions itself passes on exactly what it counted, including failure
-details that are not one per failed session (RFC 8460 §4.4: their counts are not
-exclusive). Every problem is a pydantic error whose location names the item and field.
-"""
+"""The two ingest bodies, built on the RFC 8460 wire model (`app.tlsrpt.wire`):
+`ResultsIn` carries sessions (SPEC §3); `TalliesIn` (also the collector's batches and
+spool records) one UTC day of exact counters as §4.4 `policies` entries, with an
+optional per-recipient-domain breakdown (failure-detail counts are taken as given)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,7 @@
-"""The one wire model of RFC 8460 §4.4 JSON: names, limits, models and formatting.
-
-Every place that reads or writes a report's `policy`, `summary` or `failure-details`
-uses this module: the report builder and the day-results API (`format_policy`), the
-ingest and tallies request bodies (the pydantic models below, by their RFC names), the
-collector's batches, and the readers of received reports and libtlsrpt datagrams (the
-names and limits). Wire names appear here, as aliases; the Python side uses the names of
-`app.tlsrpt.model`. Normalisation happens at validation: domains to lower-case A-labels,
-IPs canonical, TLSA policy strings sorted, blank optional strings read as absent.
-"""
+"""The one wire model of RFC 8460 §4.4 JSON (`policy`, `summary`, `failure-details`):
+names, limits, pydantic models and formatting, used by the report builder, the ingest
+bodies, the collector and the readers of received reports and datagrams. Validation
+normalises: A-label domains, canonical IPs, sorted TLSA strings, blank means absent."""
 
 from __future__ import annotations
 

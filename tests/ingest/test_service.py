@@ -38,7 +38,7 @@ async def test_sessions_are_counted_and_invalid_ones_refuse_the_batch(
     recorded = await ingest.record_results(
         *args, [session(), session(ResultType.CERTIFICATE_EXPIRED, receiving_ip="192.0.2.1")]
     )
-    assert recorded == ingest.Recorded(results=2, sessions=2)
+    assert recorded == 2
 
     before = refused(ingest.REFUSED_INVALID)
     future = ingest.SessionResult(
