@@ -23,8 +23,8 @@ from app.api.body import read_body
 from app.api.errors import ApiError, responses, validation_details
 from app.ingest import service as ingest
 from app.ingest.wire import ResultIn, ResultsIn, TalliesIn
-from app.tlsrpt.model import Policy
-from app.tlsrpt.wire import PolicyIn
+from app.tlsrpt.model import FailureDetail, Policy, ResultType
+from app.tlsrpt.wire import DETAIL_FIELDS, PolicyIn
 from app.tokens.service import Scope
 
 router = APIRouter(tags=["ingest"])
@@ -45,6 +45,7 @@ class _ResultFieldsIn(ResultIn):
 
 _fields = TypeAdapter(list[_ResultFieldsIn])
 _policy = TypeAdapter(PolicyIn)
+_DETAIL_NAMES = frozenset(attr for _, attr in DETAIL_FIELDS)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -64,6 +65,12 @@ def _policy_of(raw: Any) -> Policy:
         except TypeError:  # unhashable content (nested objects): validate uncached
             pass
     return _policy.validate_python(raw).to_policy()
+
+
+def _detail_of(item: ResultIn) -> FailureDetail:
+    if item.result_type is ResultType.SUCCESS and _DETAIL_NAMES.isdisjoint(item.model_fields_set):
+        return ingest.SUCCESS  # most sessions: one shared object
+    return item.failure_detail(item.result_type)
 
 
 def parse_results(raw: list[Any]) -> list[ingest.SessionResult]:
@@ -94,7 +101,10 @@ def parse_results(raw: list[Any]) -> list[ingest.SessionResult]:
     return [
         ingest.SessionResult(
             policy,
-            item.failure_detail(item.result_type),
+            ingest.SUCCESS
+            if item.result_type is ResultType.SUCCESS
+            and _DETAIL_NAMES.isdisjoint(item.model_fields_set)
+            else item.failure_detail(item.result_type),
             item.timestamp,
             item.count,
             item.report_delivery,

@@ -81,15 +81,25 @@ def oldest_accepted_day(now: datetime, settings: Settings) -> date:
     return now.astimezone(UTC).date() - timedelta(days=settings.retention.results_days)
 
 
+def accepted_window(now: datetime, settings: Settings) -> tuple[datetime, datetime]:
+    """The times accepted at `now`: from the first instant of the oldest retained UTC day
+    to a little clock skew into the future."""
+    earliest = datetime.combine(oldest_accepted_day(now, settings), time(), UTC)
+    return earliest, now + timedelta(seconds=settings.ingest.max_future_seconds)
+
+
 def timestamp_problem(ts: datetime, now: datetime, settings: Settings) -> str | None:
-    """Why a session at `ts` is refused at `now`, or None: accepted are the first instant
-    of the oldest retained UTC day up to a little clock skew into the future."""
-    future = settings.ingest.max_future_seconds
-    if ts > now + timedelta(seconds=future):
-        return f"more than {future} s in the future"
-    if ts < datetime.combine(oldest_accepted_day(now, settings), time(), UTC):
+    """Why a session at `ts` is refused at `now`, or None."""
+    earliest, latest = accepted_window(now, settings)
+    if ts > latest:
+        return f"more than {settings.ingest.max_future_seconds} s in the future"
+    if ts < earliest:
         return f"older than the retention of {settings.retention.results_days} days"
     return None
+
+
+# The detail of a success without failure-detail fields (most sessions): one object.
+SUCCESS = FailureDetail(ResultType.SUCCESS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +131,14 @@ async def record_results(
     """Count and commit sessions; returns how many. Raise InvalidResultsError or
     ClosedDayError, storing nothing. A result without a timestamp happened now."""
     now = clock()
+    earliest, latest = accepted_window(now, settings)
     tally = Tally()
     problems: list[dict[str, Any]] = []
     for index, r in enumerate(results):
         detail: FailureDetail | None = r.detail
-        if r.detail.result_type is ResultType.SUCCESS:
+        if r.detail is SUCCESS:
+            detail = None
+        elif r.detail.result_type is ResultType.SUCCESS:
             extra = _detail_fields_on_success(r.detail)
             if extra is not None:
                 why = f"failure-detail fields on a success result: {extra}"
@@ -133,8 +146,8 @@ async def record_results(
                 continue
             detail = None
         ts = r.timestamp or now
-        reason = timestamp_problem(ts, now, settings)
-        if reason is not None:
+        if not earliest <= ts <= latest:
+            reason = timestamp_problem(ts, now, settings)
             problems.append({"index": index, "field": "timestamp", "reason": reason})
             continue
         tally.add_session(

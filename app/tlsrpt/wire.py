@@ -115,7 +115,15 @@ class FailureDetailFields(BaseModel):
     failure_reason_code: OptText = Field(default=None, alias="failure-reason-code")
 
     def failure_detail(self, result_type: ResultType) -> FailureDetail:
-        return FailureDetail(result_type, *(getattr(self, attr) for _, attr in DETAIL_FIELDS))
+        return FailureDetail(
+            result_type,
+            self.sending_mta_ip,
+            self.receiving_mx_hostname,
+            self.receiving_mx_helo,
+            self.receiving_ip,
+            self.additional_information,
+            self.failure_reason_code,
+        )
 
 
 class SummaryIn(BaseModel):
