@@ -1,16 +1,10 @@
 """Exact pre-aggregated counters of libtlsrpt datagrams, one batch per UTC day.
 
-`DayTallies` counts parsed datagrams as they come into the ingest `Tally` of their day;
-`seal` turns them into `Batch`es: counters, not sessions, so a second of 50,000
-datagrams to 1,000 domains is a batch of about 1,000 policies. A batch carries a random
-`batch_id` under which the database records it once (a batch delivered again after a
-lost acknowledgement is not counted twice). Its wire form (`app.ingest.wire.TalliesIn`,
-RFC 8460 §4.4 names) is both the spool record and the body of `POST /v1/tallies`:
-
-    {"batch-id": "...", "day": "2025-06-01", "policies": [
-        {"policy": {...}, "summary": {...}, "failure-details": [...],
-         "recipient-domains": [{"recipient-domain": "example.org",
-             "total-successful-session-count": 9, "total-failure-session-count": 1}]}]}
+`DayTallies` counts parsed datagrams into the `Tally` of their day; `seal` turns them
+into `Batch`es of counters, not sessions (a second of 50,000 datagrams to 1,000 domains
+is about 1,000 policies), each under a random `batch_id` the database records once. The
+wire form, `app.ingest.wire.TalliesIn`, is both the spool record and the body of
+`POST /v1/tallies`.
 """
 
 from __future__ import annotations
@@ -33,11 +27,6 @@ class Batch:
     day: date
     batch_id: str
     tally: Tally
-
-    @property
-    def results(self) -> int:
-        """Policy results (sessions) in this batch."""
-        return self.tally.sessions
 
 
 def count_datagram(tally: Tally, day: date, datagram: Datagram, times: int = 1) -> None:

@@ -1,16 +1,13 @@
 """The collector: socket to sink without loss.
 
-A reader (a child process, `reader_process`; a thread, `listener`, with a test clock)
-empties the socket. Every `poll_seconds` the event loop
-takes what it read and counts identical datagrams (libtlsrpt sends the same bytes for
-every delivery to a domain with the same outcome), so memory holds distinct datagrams,
-not volume. Every `flush_seconds`, or sooner when `flush_datagrams` are waiting, each
-distinct datagram is parsed (once: the result is cached), its counts go into the day's
-tally, and the tally is sealed into one batch per UTC day and delivered. When the sink is
-unreachable the batch goes to the on-disk spool instead, and while the spool holds
-anything every new batch queues behind it, so batches reach the sink in the order they
-were sealed. `stop` (SIGTERM) reads what is still queued in the socket, then delivers or
-spools everything in memory.
+A reader (a child process; or a thread stamping datagrams with the injected clock)
+empties the socket. Every `poll_seconds` the loop counts identical datagrams (libtlsrpt
+repeats the same bytes), so memory holds distinct datagrams, not volume. Every
+`flush_seconds` (or at `flush_datagrams`) each distinct datagram is parsed once, counted
+into its day's tally, and sealed into one batch per UTC day for the sink; while the sink
+is unreachable batches go to the on-disk spool, and new ones queue behind it, so they
+arrive in order. `stop` (SIGTERM) reads what is still queued, then delivers or spools
+everything.
 """
 
 from __future__ import annotations
@@ -268,7 +265,7 @@ class Collector:
 
     async def _deliver(self, batch: Batch) -> bool:
         """True when the batch is done with (recorded, or refused for good)."""
-        results = batch.results
+        results = batch.tally.sessions
         try:
             async with asyncio.timeout(self.options.delivery_timeout_seconds):
                 await self._sink.deliver(batch)
@@ -320,17 +317,17 @@ class Collector:
             self._spool.append(orjson.dumps(format_batch(batch)))
         except (SpoolFullError, OSError) as exc:
             # Logged loudly and counted: these results are lost.
-            self._stats.results_dropped_spool_full += batch.results
+            self._stats.results_dropped_spool_full += batch.tally.sessions
             log.error(
                 "collector_spool_full",
                 extra={
                     "fields": {
                         "day": batch.day.isoformat(),
-                        "results_lost": batch.results,
+                        "results_lost": batch.tally.sessions,
                         "reason": str(exc),
                     }
                 },
             )
             return
         self._stats.batches_spooled += 1
-        self._stats.results_spooled += batch.results
+        self._stats.results_spooled += batch.tally.sessions

@@ -15,11 +15,6 @@ from app.backoff import backoff_seconds
 from app.config import DeliverySettings
 
 
-def retry_deadline(first_attempt_at: datetime, settings: DeliverySettings) -> datetime:
-    """No attempt is made after this time (RFC 8460 §5.5: 24 hours by default)."""
-    return first_attempt_at + timedelta(hours=settings.retry_max_hours)
-
-
 def retry_delay(attempts: int, settings: DeliverySettings, jitter: float) -> timedelta:
     """The wait after the `attempts`-th failed attempt (1 for the first failure)."""
     seconds = backoff_seconds(
@@ -41,7 +36,8 @@ def next_attempt_at(
     jitter: Callable[[], float],
 ) -> datetime | None:
     """When to try again after a temporary failure, or None: the delivery has failed."""
-    deadline = retry_deadline(first_attempt_at, settings)
+    # RFC 8460 §5.5: no attempt after `retry_max_hours` (24 by default).
+    deadline = first_attempt_at + timedelta(hours=settings.retry_max_hours)
     if failed_at >= deadline:
         return None
     return min(failed_at + retry_delay(attempts, settings, jitter()), deadline)

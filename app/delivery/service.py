@@ -1,14 +1,11 @@
 """Delivery service: claim due deliveries, hand each report over, record the outcome.
 
-`deliver_due` first settles due rows that will not be attempted (sending switched off,
-mail without a DKIM key, suppressed rua), then claims due rows under a lease with
-`FOR UPDATE SKIP LOCKED` (several instances take disjoint rows; a dead instance's rows
-come back when its lease expires), and sends them with no transaction open, at most
-`delivery.concurrency` at once, claiming more as slots free up. Finished attempts are
-recorded together in one statement (each sets its delivery to 'sent', 'pending' again with
-a backoff per RFC 8460 §5.5, or 'failed'), as soon as the previous write is done. An
-attempt is cut off well before its lease ends, so no other instance can take over a
-delivery that is still being sent.
+`deliver_due` settles due rows that will not be attempted (sending off, mail without a
+DKIM key, suppressed rua), claims due rows under a lease with `FOR UPDATE SKIP LOCKED`
+(instances take disjoint rows; a dead one's come back when its lease expires), sends
+them with no transaction open, `delivery.concurrency` at once, and records finished
+attempts together: 'sent', 'pending' with RFC 8460 §5.5 backoff, or 'failed'. An
+attempt is cut off well before its lease ends, so no one takes over a send in flight.
 """
 
 from __future__ import annotations

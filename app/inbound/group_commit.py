@@ -1,12 +1,9 @@
 """Group commit for received reports: concurrent reports share one statement and commit.
 
-Under load a report's cost in PostgreSQL is mostly per transaction and per statement
-(planning, round trip, the WAL flush at commit), not per row. Requests hand their report
-to `ReportCommitter.insert`; a few writer tasks take whatever is waiting, write it with
-one multi-report statement in one transaction, and answer every request after that
-commit. Copies of one (organization, report-id) in the same group are written once: the
-first is the report, the others are acknowledged as duplicates, as they would be one
-after the other. Each request stays all-or-nothing: when a group fails, its reports are
+A report's cost in PostgreSQL is mostly per transaction and statement, not per row, so
+writer tasks take whatever reports wait, write them in one multi-report statement, and
+answer each request after that commit. Copies of one (organization, report-id) in a
+group are written once (the others are duplicates); when a group fails its reports are
 written again one by one, so a report the database refuses fails alone.
 """
 

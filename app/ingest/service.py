@@ -115,11 +115,6 @@ class SessionResult:
     recipient_domain: str | None = None
 
 
-def _detail_fields_on_success(detail: FailureDetail) -> str | None:
-    present = [name for name, attr in DETAIL_FIELDS if getattr(detail, attr) is not None]
-    return ", ".join(present) or None
-
-
 def _refuse(error: IngestRefusedError) -> IngestRefusedError:
     note_refused(error.reason)
     return error
@@ -139,9 +134,9 @@ async def record_results(
         if r.detail is SUCCESS:
             detail = None
         elif r.detail.result_type is ResultType.SUCCESS:
-            extra = _detail_fields_on_success(r.detail)
-            if extra is not None:
-                why = f"failure-detail fields on a success result: {extra}"
+            extra = [name for name, attr in DETAIL_FIELDS if getattr(r.detail, attr) is not None]
+            if extra:
+                why = f"failure-detail fields on a success result: {', '.join(extra)}"
                 problems.append({"index": index, "field": None, "reason": why})
                 continue
             detail = None

@@ -1,16 +1,11 @@
 """Report building: turn a closed UTC day into one RFC 8460 report per policy domain.
 
-`build_day` closes the day (ingest then refuses it), reads the counters of the domains
-still open in two queries, looks up `_smtp._tls.<domain>` for each (concurrently,
-bounded by the resolver, with no transaction open), then stores in one transaction per
-chunk each domain's outcome: a report with one delivery per usable rua, or the reason
-for none. A
-temporary DNS failure leaves the domain pending, retried with doubling delays for up to
-`dns_retry_max_hours`, then 'gave_up': the scheduler runs the day again when the first
-pending domain is due (`BuildSummary.next_retry_at`). Unique keys make a second run a
-no-op. `purge_expired` is retention; `app.report.views` shows operators the outcomes.
-Counters and day closing come from the ingest service; every time written is the
-injected clock's.
+`build_day` closes the day through the ingest service, reads the counters of the domains
+still open, looks up `_smtp._tls.<domain>` with no transaction open, and stores per
+chunk of domains each one's outcome: a report with one delivery per usable rua, or the
+reason for none. A temporary DNS failure leaves a domain pending with backoff (up to
+`dns_retry_max_hours`, then 'gave_up'); the scheduler runs the day again when the first
+is due. Unique keys make a second run a no-op. `purge_expired` is retention.
 """
 
 from __future__ import annotations

@@ -1,14 +1,12 @@
 """The scheduler loop shared by `tlsrpt serve` and `tlsrpt worker`.
 
-Each round: every UTC day that is over (plus the grace period), still open and within the
-results retention is closed and built (`build_day`), with its deliveries spread over the
-send window (RFC 8460 §4.1); days whose build left domains waiting for a DNS retry are
-built again when due; once a day, retention runs; then due deliveries are sent until none
-is left. Every (job, day) has one `scheduler_jobs` row, so exactly one instance runs it,
-and a dead instance's job is taken over when its lease expires. Any number of instances
-may run the same loop: there is no leader. The scheduler takes what it uses (pool,
-resolver, senders, clock, settings); randomness and sleep are injected too, so a test
-runs a whole day on a fake clock in milliseconds. `app.cli.runtime` builds it.
+Each round: every UTC day that is over (plus grace), open and within retention is built
+(`build_day`), its deliveries spread over the send window (RFC 8460 §4.1); days with
+domains waiting for a DNS retry are built again when due; once a day, retention runs;
+then due deliveries are sent. Each (job, day) has one `scheduler_jobs` row under a
+lease, so exactly one instance runs it and a dead instance's job is taken over: any
+number of instances run the same loop, with no leader. Clock, randomness and sleep are
+injected; `app.cli.runtime` builds it.
 """
 
 from __future__ import annotations
