@@ -102,6 +102,7 @@ class ImapIntake:
         self.mailbox = mailbox
         self.key = mailbox_key(settings)
         self.failures = 0
+        self.waiting = False
 
     async def run_once(self) -> RoundSummary:
         """One round over what is in the folder now; MailboxBusyError when another
@@ -120,13 +121,19 @@ class ImapIntake:
                 async with self._lock():
                     await self._watch_locked()
             except MailboxBusyError:
-                log.info("imap_mailbox_busy", extra={"fields": describe(self.settings)})
+                # Said once per wait, not every poll interval of every waiting instance.
+                if not self.waiting:
+                    log.info("imap_mailbox_busy", extra={"fields": describe(self.settings)})
+                self.waiting = True
                 await self.sleep(self.settings.poll_seconds)
             except (MailboxError, psycopg.OperationalError, PoolTimeout) as exc:
                 await self._back_off(exc)
 
     async def _watch_locked(self) -> None:
+        self.waiting = False
         box = await self._open()
+        fields = {**describe(self.settings), "idle": box.can_idle}
+        log.info("imap_watching", extra={"fields": fields})
         try:
             while True:
                 started = self.clock()
@@ -150,8 +157,12 @@ class ImapIntake:
             cap=RETRY_CAP_SECONDS,
             jitter=self.jitter(),
         )
-        reason = exc.reason if isinstance(exc, MailboxError) else _db_reason(exc)
-        event = "imap_login_failed" if getattr(exc, "login", False) else "imap_unavailable"
+        if isinstance(exc, MailboxError):
+            reason = exc.reason
+            event = "imap_login_failed" if exc.login else "imap_unavailable"
+        else:
+            # The lock's connection: the mailbox is not touched while the database is away.
+            reason, event = _db_reason(exc), "imap_database_unavailable"
         fields = {**describe(self.settings), "reason": reason, "failures": self.failures}
         log.error(event, extra={"fields": {**fields, "retry_seconds": round(delay, 1)}})
         await self.sleep(delay)

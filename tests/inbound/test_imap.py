@@ -309,7 +309,8 @@ async def test_wrong_password_logged_without_it_and_retried_with_backoff(
             raise Stop
 
     settings = dovecot.settings(password=wrong)
-    with caplog.at_level(logging.INFO), pytest.raises(Stop):
+    # DEBUG: imapclient's own log of the commands must not show it either.
+    with caplog.at_level(logging.DEBUG), pytest.raises(Stop):
         await intake(resources, settings, sleep=sleep).watch()
     assert slept == [10, 20, 40, 80]
     failures = [r for r in caplog.records if r.getMessage() == "imap_login_failed"]
@@ -353,3 +354,36 @@ async def test_tls_refuses_a_certificate_of_an_unknown_ca(
 ) -> None:
     with pytest.raises(MailboxError, match="CERTIFICATE_VERIFY_FAILED"):
         await intake(resources, dovecot.settings(security, ca_file=None)).run_once()
+
+
+async def test_watch_waits_while_another_instance_holds_the_mailbox(
+    dovecot: Dovecot, resources: Resources, dns: FakeResolver, caplog: pytest.LogCaptureFixture
+) -> None:
+    dovecot.append(build_report_mail(RFC))
+    inside, release = asyncio.Event(), asyncio.Event()
+    store = report_handle(resources)
+
+    async def slow(raw: bytes) -> str:
+        inside.set()
+        await release.wait()
+        return await store(raw)
+
+    holder = asyncio.create_task(intake(resources, dovecot.settings(), slow).run_once())
+    await asyncio.wait_for(inside.wait(), 10)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 2:  # the lock was busy, then one round of its own
+            raise Stop
+        release.set()
+        await holder
+
+    settings = dovecot.settings(poll_seconds=7)
+    with caplog.at_level(logging.INFO), pytest.raises(Stop):
+        await intake(resources, settings, sleep=sleep, mailbox=NoIdle).watch()
+    assert slept == [7, 7]
+    events = [r.getMessage() for r in caplog.records]
+    assert events.count("imap_mailbox_busy") == 1 and "imap_watching" in events
+    assert (await holder).outcomes == {"stored": 1}
+    assert [n for _, _, n in await stored(resources)] == [1]
