@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -99,17 +100,27 @@ def test_one_round_prints_what_it_did(dovecot: Dovecot, database_url: str) -> No
     assert again.stdout.strip() == "INBOX: no messages"
 
 
-def test_watch_stops_on_sigterm(dovecot: Dovecot, database_url: str) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [("inbound", "imap", "--watch"), ("worker",), ("serve", "--port", "0")],
+    ids=["inbound-imap-watch", "worker", "serve"],
+)
+def test_watching_commands_read_the_mailbox_and_stop_on_sigterm(
+    command: tuple[str, ...], dovecot: Dovecot, database_url: str
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TLSRPT_")}
     env |= env_of(dovecot, database_url) | {"TLSRPT_LOG_FORMAT": "text"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "app", "inbound", "imap", "--watch"],
+        [sys.executable, "-m", "app", *command],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+    # Reading the log blocks: a process that never logs the move is killed, and fails.
+    watchdog = threading.Timer(60, process.kill)
+    watchdog.start()
     try:
         dovecot.append(build_report_mail(RFC))
         assert process.stderr is not None
@@ -119,12 +130,12 @@ def test_watch_stops_on_sigterm(dovecot: Dovecot, database_url: str) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             process.kill()
             process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+        if process.stderr is not None:
+            process.stderr.close()
     assert dovecot.messages() == []
     assert len(dovecot.messages(DONE)) == 1
 
