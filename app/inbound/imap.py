@@ -55,6 +55,8 @@ REFUSED = (
 # Connection and login failures: first retry after this long, doubling up to the cap.
 RETRY_INITIAL_SECONDS = 10.0
 RETRY_CAP_SECONDS = 900.0
+# RFC 2177: servers may log out a client idle for 30 minutes; IDLE is renewed before.
+MAX_IDLE_SECONDS = 25 * 60.0
 
 
 class MailboxBusyError(Exception):
@@ -118,8 +120,8 @@ class ImapIntake:
         """Rounds until cancelled: after IDLE wakes up or every poll interval."""
         while True:
             try:
-                async with self._lock():
-                    await self._watch_locked()
+                async with self._lock() as conn:
+                    await self._watch_locked(conn)
             except MailboxBusyError:
                 # Said once per wait, not every poll interval of every waiting instance.
                 if not self.waiting:
@@ -129,18 +131,22 @@ class ImapIntake:
             except (MailboxError, psycopg.OperationalError, PoolTimeout) as exc:
                 await self._back_off(exc)
 
-    async def _watch_locked(self) -> None:
+    async def _watch_locked(self, conn: store.Conn) -> None:
         self.waiting = False
         box = await self._open()
         fields = {**describe(self.settings), "idle": box.can_idle}
         log.info("imap_watching", extra={"fields": fields})
         try:
             while True:
+                # The lock lives as long as its connection: a lost one ends this watch
+                # (OperationalError, backed off) before another instance may read too.
+                if not await store.get_mailbox_lock_held(conn, self.key):
+                    raise MailboxBusyError
                 started = self.clock()
                 await self._round(box)
                 if box.can_idle:
                     elapsed = (self.clock() - started).total_seconds()
-                    timeout = max(self.settings.poll_seconds - elapsed, 1.0)
+                    timeout = min(max(self.settings.poll_seconds - elapsed, 1.0), MAX_IDLE_SECONDS)
                     await asyncio.to_thread(box.idle, timeout)
                 else:
                     await self.sleep(self.settings.poll_seconds)
@@ -178,13 +184,13 @@ class ImapIntake:
         return box
 
     @asynccontextmanager
-    async def _lock(self) -> AsyncIterator[None]:
+    async def _lock(self) -> AsyncIterator[store.Conn]:
         """Hold the mailbox's session advisory lock on a connection of its own."""
         async with self.pool.connection() as conn:
             if not await store.try_lock_mailbox(conn, self.key):
                 raise MailboxBusyError
             try:
-                yield
+                yield conn
             finally:
                 try:
                     await asyncio.shield(store.unlock_mailbox(conn, self.key))

@@ -240,6 +240,22 @@ async def try_lock_mailbox(conn: Conn, key: int) -> bool:
     return bool(row and row[0])
 
 
+async def get_mailbox_lock_held(conn: Conn, key: int) -> bool:
+    """Whether this connection still holds the mailbox's lock (raises when it is gone)."""
+    cur = await conn.execute(
+        """
+        SELECT EXISTS (
+            SELECT 1 FROM pg_locks
+            WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+              AND classid = %(ns)s AND objid = %(key)s AND objsubid = 2)
+        """,
+        {"ns": MAILBOX_LOCK_NAMESPACE, "key": key},
+    )
+    row = await cur.fetchone()
+    await conn.commit()
+    return bool(row and row[0])
+
+
 async def unlock_mailbox(conn: Conn, key: int) -> None:
     await conn.execute(
         "SELECT pg_advisory_unlock(%(ns)s, %(key)s)", {"ns": MAILBOX_LOCK_NAMESPACE, "key": key}

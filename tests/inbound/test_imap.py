@@ -16,6 +16,7 @@ from app.cli.imap import report_handle
 from app.config import ImapSecurity, ImapSettings
 from app.inbound.imap import Handle, ImapIntake, MailboxBusyError, RoundSummary
 from app.inbound.mailbox import Mailbox, MailboxError
+from app.inbound.store import MAILBOX_LOCK_NAMESPACE
 from app.resources import Resources
 from tests.dns.fake_resolver import FakeResolver
 from tests.inbound.dovecot import PASSWORD, Dovecot
@@ -387,3 +388,32 @@ async def test_watch_waits_while_another_instance_holds_the_mailbox(
     assert events.count("imap_mailbox_busy") == 1 and "imap_watching" in events
     assert (await holder).outcomes == {"stored": 1}
     assert [n for _, _, n in await stored(resources)] == [1]
+
+
+async def test_watch_that_loses_its_lock_connection_backs_off_and_takes_it_again(
+    dovecot: Dovecot, resources: Resources, dns: FakeResolver, caplog: pytest.LogCaptureFixture
+) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 1:  # after the first round: the lock's connection dies
+            async with resources.pool.connection() as conn:
+                await conn.execute(
+                    """
+                    SELECT pg_terminate_backend(pid) FROM pg_locks
+                    WHERE locktype = 'advisory' AND classid = %(ns)s
+                    """,
+                    {"ns": MAILBOX_LOCK_NAMESPACE},
+                )
+        elif len(slept) == 3:
+            raise Stop
+
+    settings = dovecot.settings(poll_seconds=5)
+    with caplog.at_level(logging.INFO), pytest.raises(Stop):
+        await intake(resources, settings, sleep=sleep, mailbox=NoIdle).watch()
+    # poll, back off after the lost connection (the one backoff rule), poll again
+    assert slept == [5, 10, 5]
+    events = [r.getMessage() for r in caplog.records]
+    assert events.count("imap_database_unavailable") == 1
+    assert events.count("imap_watching") == 2
