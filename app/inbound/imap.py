@@ -130,6 +130,10 @@ class ImapIntake:
                 await self.sleep(self.settings.poll_seconds)
             except (MailboxError, psycopg.OperationalError, PoolTimeout) as exc:
                 await self._back_off(exc)
+            except Exception as exc:
+                # A bug must not end the watch of a long-running `serve` unseen.
+                log.exception("imap_watch_failed")
+                await self._back_off(exc)
 
     async def _watch_locked(self, conn: store.Conn) -> None:
         self.waiting = False
@@ -166,9 +170,11 @@ class ImapIntake:
         if isinstance(exc, MailboxError):
             reason = exc.reason
             event = "imap_login_failed" if exc.login else "imap_unavailable"
-        else:
+        elif isinstance(exc, psycopg.OperationalError | PoolTimeout):
             # The lock's connection: the mailbox is not touched while the database is away.
             reason, event = _db_reason(exc), "imap_database_unavailable"
+        else:
+            reason, event = display(repr(exc), 300), "imap_watch_retry"
         fields = {**describe(self.settings), "reason": reason, "failures": self.failures}
         log.error(event, extra={"fields": {**fields, "retry_seconds": round(delay, 1)}})
         await self.sleep(delay)

@@ -51,7 +51,7 @@ class Mailbox:
 
     def __init__(self, settings: ImapSettings, *, use_move: bool = True) -> None:
         self.settings = settings
-        self._password = settings.secret()
+        self._password = ""
         self._client: IMAPClient | None = None
         self._use_move = use_move
         self._separator = "/"
@@ -60,6 +60,12 @@ class Mailbox:
         """Connect, log in, create the done and invalid folders if missing, select FOLDER."""
         s = self.settings
         assert s.host is not None
+        try:
+            # Read on every connect: a rotated password file is picked up.
+            self._password = s.secret()
+        except OSError as exc:
+            reason = f"TLSRPT_IMAP__PASSWORD_FILE unreadable: {exc}"
+            raise MailboxError(reason, login=True) from None
         implicit = s.security is ImapSecurity.TLS
         self._client = self._guard(
             lambda: IMAPClient(

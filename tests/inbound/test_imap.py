@@ -30,8 +30,8 @@ NOT_A_REPORT = b"From: someone@example.org\r\nSubject: hello\r\n\r\nJust a note.
 DONE, INVALID = "TLSRPT/done", "TLSRPT/invalid"
 
 
-class Stop(Exception):
-    """Ends a watch from inside a fake sleep."""
+class Stop(BaseException):
+    """Ends a watch from inside a fake sleep (the watch retries after any Exception)."""
 
 
 def intake(
@@ -417,3 +417,23 @@ async def test_watch_that_loses_its_lock_connection_backs_off_and_takes_it_again
     events = [r.getMessage() for r in caplog.records]
     assert events.count("imap_database_unavailable") == 1
     assert events.count("imap_watching") == 2
+
+
+async def test_watch_outlives_a_bug_and_backs_off(
+    resources: Resources, caplog: pytest.LogCaptureFixture
+) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 2:
+            raise Stop
+
+    def broken(settings: ImapSettings) -> Mailbox:
+        raise RuntimeError("a bug")
+
+    settings = ImapSettings(host="127.0.0.1", security=ImapSecurity.NONE, user="u", password="p")  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO), pytest.raises(Stop):
+        await intake(resources, settings, sleep=sleep, mailbox=broken).watch()
+    assert slept == [10, 20]
+    assert [r.getMessage() for r in caplog.records].count("imap_watch_failed") == 2

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from app.cli.imap import start_imap
 from app.config import ImapSecurity, ImapSettings
-from app.inbound.mailbox import Mailbox
+from app.inbound.mailbox import Mailbox, MailboxError
 from app.resources import Resources
 from tests.cli.test_cli import ROOT, tlsrpt
 from tests.dns.fake_resolver import FakeResolver
@@ -56,7 +56,10 @@ def test_password_from_file(tmp_path: Path) -> None:
     secret = tmp_path / "imap.password"
     secret.write_text("from-a-file\n")
     settings = ImapSettings(host="imap.example.com", user="u", password_file=secret)
-    assert Mailbox(settings)._password == "from-a-file"
+    assert settings.secret() == "from-a-file"
+    secret.unlink()
+    with pytest.raises(MailboxError, match="PASSWORD_FILE unreadable"):
+        Mailbox(settings).open()
     with pytest.raises(ValidationError, match="PASSWORD"):
         ImapSettings(host="imap.example.com", user="u")
 
