@@ -22,10 +22,8 @@ from app.resources import Resources
 from tests.cli.test_cli import ROOT, tlsrpt
 from tests.dns.fake_resolver import FakeResolver
 from tests.inbound.dovecot import PASSWORD, USER, Dovecot
+from tests.inbound.imapkit import DONE, RFC
 from tests.inbound.mailkit import build_report_mail
-
-RFC = (ROOT / "tests/samples/json/rfc8460_appendix-b_verbatim.json").read_bytes()
-DONE = "TLSRPT/done"
 
 
 def test_defaults_and_ports() -> None:
