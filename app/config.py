@@ -212,6 +212,79 @@ class InboundSettings(BaseModel):
     _split = field_validator("lmtp_recipients", mode="before")(_split_csv)
 
 
+class ImapSecurity(StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+class ImapSettings(BaseModel):
+    """The mailbox that `rua=mailto:` reports land in (read over IMAP); no host: off."""
+
+    host: str | None = None
+    # Default: 993 for implicit TLS, 143 otherwise.
+    port: int | None = Field(default=None, gt=0, lt=65536)
+    # `none` sends the password in clear: allowed only to a loopback address.
+    security: ImapSecurity = ImapSecurity.TLS
+    # Extra CA bundle to trust for the server's certificate.
+    ca_file: Path | None = None
+    user: str | None = None
+    password: SecretStr | None = None
+    # A file holding the password (a container secret); its trailing newline is ignored.
+    password_file: Path | None = None
+    folder: str = "INBOX"
+    # Stored reports are moved here; mails that hold no valid report to invalid_folder.
+    done_folder: str = "TLSRPT/done"
+    invalid_folder: str = "TLSRPT/invalid"
+    # IDLE re-checks at least this often; without IDLE the mailbox is polled this often.
+    poll_seconds: float = Field(default=60.0, gt=0)
+    timeout_seconds: float = Field(default=60.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host)
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return 993 if self.security is ImapSecurity.TLS else 143
+
+    def secret(self) -> str:
+        """The password, from PASSWORD or PASSWORD_FILE."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            return self.password_file.read_text().rstrip("\r\n")
+        return ""
+
+    @model_validator(mode="after")
+    def _check(self) -> ImapSettings:
+        if not self.host:
+            return self
+        if self.security is ImapSecurity.NONE and not _is_loopback(self.host):
+            raise ValueError(
+                f"security 'none' sends the password in clear; {self.host!r} is not a "
+                "loopback address (use tls or starttls)"
+            )
+        if not self.user:
+            raise ValueError("TLSRPT_IMAP__USER is required when TLSRPT_IMAP__HOST is set")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set TLSRPT_IMAP__PASSWORD or TLSRPT_IMAP__PASSWORD_FILE, not both")
+        if self.password is None and self.password_file is None:
+            raise ValueError("TLSRPT_IMAP__PASSWORD or TLSRPT_IMAP__PASSWORD_FILE is required")
+        if len({self.folder, self.done_folder, self.invalid_folder}) != 3:
+            raise ValueError("folder, done_folder and invalid_folder must differ")
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     TEXT = "text"
@@ -247,6 +320,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     inbound: InboundSettings = InboundSettings()
+    imap: ImapSettings = ImapSettings()
 
     @field_validator("log_level")
     @classmethod

@@ -3,7 +3,8 @@
 `send --day D` closes and builds the day now and sends its reports at once, with progress
 on stderr; running it again sends nothing twice (sent deliveries are never claimed
 again). `--dry-run` changes nothing: it prints what would go where. `worker` runs the
-scheduler alone until SIGTERM/SIGINT. `suppress` manages the suppression list.
+scheduler (and the IMAP intake when a mailbox is configured) until SIGTERM/SIGINT.
+`suppress` manages the suppression list.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
+from app.cli.imap import start_imap
 from app.cli.runtime import (
     announce_configuration,
     run_with_resources,
@@ -203,7 +205,11 @@ async def _worker_async(res: Resources) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, scheduler.stop)
     task = asyncio.create_task(scheduler.run())
+    # The IMAP intake too, when a mailbox is configured.
+    stop_imap = await start_imap(res)
     await scheduler.stop_requested()
+    if stop_imap is not None:
+        await stop_imap()
     # Sends in flight get the stop timeout; the rest wait for their leases to expire.
     await stop_scheduler(scheduler, task, res.settings.scheduler.stop_timeout_seconds)
 

@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import sys
 
+from app.cli import imap
 from app.cli.runtime import run_with_resources, settings_or_exit
 from app.clock import system_clock
 from app.inbound.service import SenderDay, summarize
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--from", dest="from_day", type=dt.date.fromisoformat, help="first day")
     p.add_argument("--to", dest="to_day", type=dt.date.fromisoformat, help="last day")
     p.set_defaults(func=_summary)
+    imap.register(isub)
 
 
 def _summary(args: argparse.Namespace) -> int:

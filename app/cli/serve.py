@@ -1,4 +1,5 @@
-"""`tlsrpt serve`: the HTTP API and the scheduler (`--no-scheduler`: the API alone).
+"""`tlsrpt serve`: the HTTP API and the scheduler (`--no-scheduler`: the API alone), and
+the IMAP intake when `TLSRPT_IMAP__HOST` is set.
 
 Without `TLSRPT_DATABASE_URL` it starts the embedded PostgreSQL, migrates it, and stops
 it when the server exits (SIGTERM and SIGINT stop uvicorn gracefully first).
@@ -72,6 +73,7 @@ def _listen_address(value: str) -> str:
 
 def serve(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
+    from app.cli.imap import start_imap
     from app.cli.runtime import start_scheduler
     from app.delivery.senders import check_dkim_key
     from app.delivery.signing import DkimKeyError
@@ -103,6 +105,8 @@ def serve(args: argparse.Namespace) -> int:
             return 2
         return _serve_workers(args, settings)
     hooks: list[Hook] = [] if args.no_scheduler else [start_scheduler]
+    if settings.imap.enabled:
+        hooks.append(start_imap)
     if args.lmtp:
         hooks.append(lmtp_hook(args.lmtp))
     hooks += serve_hooks(args, settings)
@@ -162,9 +166,13 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
 
 def worker_app() -> FastAPI:
     """The app of one `serve --workers` process (uvicorn calls this factory)."""
+    from app.cli.imap import start_imap
     from app.cli.runtime import start_scheduler
     from app.main import create_app
 
     settings = settings_or_exit()
     hooks: list[Hook] = [start_scheduler] if os.environ.get(WORKER_SCHEDULER_ENV) == "1" else []
+    if settings.imap.enabled:
+        # Each worker watches; the mailbox lock lets one of them read at a time.
+        hooks.append(start_imap)
     return create_app(settings, on_start=hooks)

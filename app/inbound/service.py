@@ -48,6 +48,7 @@ class Via(StrEnum):
     HTTPS = "https"
     MAIL = "mail"
     LMTP = "lmtp"
+    IMAP = "imap"
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,3 +222,42 @@ async def list_summary_failures(
         {"domain": domain, "from_day": from_day, "to_day": to_day},
     )
     return [(*row[:6], int(row[6])) for row in await cur.fetchall()]  # type: ignore[call-overload]
+
+
+# Namespace of the mailbox locks (classid of the two-key advisory lock form).
+MAILBOX_LOCK_NAMESPACE = 84_600_017
+
+
+async def try_lock_mailbox(conn: Conn, key: int) -> bool:
+    """Take the session-level lock of one mailbox on this connection; False when another
+    session holds it. Committed at once: the connection does not idle in a transaction."""
+    cur = await conn.execute(
+        "SELECT pg_try_advisory_lock(%(ns)s, %(key)s)",
+        {"ns": MAILBOX_LOCK_NAMESPACE, "key": key},
+    )
+    row = await cur.fetchone()
+    await conn.commit()
+    return bool(row and row[0])
+
+
+async def get_mailbox_lock_held(conn: Conn, key: int) -> bool:
+    """Whether this connection still holds the mailbox's lock (raises when it is gone)."""
+    cur = await conn.execute(
+        """
+        SELECT EXISTS (
+            SELECT 1 FROM pg_locks
+            WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+              AND classid = %(ns)s AND objid = %(key)s AND objsubid = 2)
+        """,
+        {"ns": MAILBOX_LOCK_NAMESPACE, "key": key},
+    )
+    row = await cur.fetchone()
+    await conn.commit()
+    return bool(row and row[0])
+
+
+async def unlock_mailbox(conn: Conn, key: int) -> None:
+    await conn.execute(
+        "SELECT pg_advisory_unlock(%(ns)s, %(key)s)", {"ns": MAILBOX_LOCK_NAMESPACE, "key": key}
+    )
+    await conn.commit()

@@ -1,4 +1,5 @@
-"""Fixtures of the inbound tests: a DKIM key served by a fake DNS, report mails, tokens."""
+"""Fixtures of the inbound tests: a DKIM key served by a fake DNS, report mails, tokens,
+and a real Dovecot IMAP server (tests/inbound/dovecot.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from app.resources import Resources
 from app.tokens.service import Scope
 from tests.conftest import MakeToken, bearer
 from tests.dns.fake_resolver import FakeResolver
+from tests.inbound.dovecot import dovecot  # noqa: F401  (the fixture)
 from tests.inbound.mailkit import KEY_NAME, MailFactory, SigningKey, build_report_mail
 
 
