@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from email.utils import parseaddr
 from enum import StrEnum
 from pathlib import Path
@@ -151,6 +152,12 @@ class SmtpSettings(BaseModel):
     ca_file: Path | None = None
 
 
+# RFC 5322 §3.2.3 dot-atom local part: what an envelope sender can carry unquoted.
+_ATEXT_LOCAL_PART = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z"
+)
+
+
 class MailSettings(BaseModel):
     # The From address of outgoing reports; default: derived from contact-info.
     from_: str | None = Field(default=None, alias="from")
@@ -174,6 +181,8 @@ class MailSettings(BaseModel):
             raise ValueError("{id} may stand once, in the local part")
         if "{id}" not in local and "+" in local:
             raise ValueError("the local part may not hold '+' (the id goes after it)")
+        if not _ATEXT_LOCAL_PART.match(local.replace("{id}", "1")):
+            raise ValueError("the local part must be dot-separated atext (RFC 5322 §3.2.3)")
         return value
 
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from app.inbound.messages import MessageOutcome
+from app.inbound.messages import Handled, MessageOutcome
 from app.inbound.service import Receipt, SenderDay
 
 
@@ -39,35 +39,45 @@ class ReportAccepted(BaseModel):
         )
 
 
+MailOutcome = Literal["bounce_recorded", "bounce_dropped", "auto_reply_ignored"]
+_MAIL_OUTCOMES: dict[Handled, MailOutcome] = {
+    Handled.BOUNCE_RECORDED: "bounce_recorded",
+    Handled.BOUNCE_DROPPED: "bounce_dropped",
+    Handled.AUTO_REPLY: "auto_reply_ignored",
+}
+
+
 class MailHandled(BaseModel):
     """A mail that was not a report: a bounce of our report mail, or an auto-reply."""
 
-    outcome: Literal["bounce_recorded", "bounce_dropped", "auto_reply_ignored"] = Field(
+    outcome: MailOutcome = Field(
         description="`bounce_recorded`: a DSN (RFC 3464) about one of our deliveries, added "
         "to its attempts; `bounce_dropped`: a DSN naming no delivery known here, logged and "
         "dropped; `auto_reply_ignored`: an out-of-office or other auto-reply (RFC 3834)."
     )
-    delivery_id: int | None = Field(None, description="The delivery the DSN is about.")
+    delivery_id: int | None = Field(default=None, description="The delivery the DSN is about.")
     attempt_outcome: Literal["bounced", "delayed"] | None = Field(
-        None,
+        default=None,
         description="What was recorded: `bounced` (permanent, 5.x.x), `delayed` (temporary); "
         "null when nothing was (the DSN reports no failure, or was dropped).",
     )
-    status: str | None = Field(None, description="The DSN's Status, e.g. `5.1.1`.")
+    status: str | None = Field(default=None, description="The DSN's Status, e.g. `5.1.1`.")
     suppressed: bool = Field(
-        False, description="True when this bounce got the rua suppressed (TLSRPT_BOUNCES__*)."
+        default=False,
+        description="True when this bounce got the rua suppressed (TLSRPT_BOUNCES__*).",
     )
 
     @classmethod
     def of(cls, outcome: MessageOutcome) -> MailHandled:
         bounce = outcome.bounce
-        attempt = bounce.outcome if bounce is not None else None
+        if bounce is None:
+            return cls(outcome=_MAIL_OUTCOMES[outcome.handled])
         return cls(
-            outcome=outcome.handled.value,  # type: ignore[arg-type]
-            delivery_id=bounce.delivery_id if bounce else None,
-            attempt_outcome=attempt if attempt in ("bounced", "delayed") else None,  # type: ignore[arg-type]
-            status=bounce.status.status if bounce and bounce.status else None,
-            suppressed=bounce.suppressed if bounce else False,
+            outcome=_MAIL_OUTCOMES[outcome.handled],
+            delivery_id=bounce.delivery_id,
+            attempt_outcome=bounce.outcome,
+            status=bounce.status.status if bounce.status else None,
+            suppressed=bounce.suppressed,
         )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 from app import metrics
 from app.clock import Clock
@@ -34,8 +35,8 @@ class BounceOutcome:
 
     # The delivery it is about; None when it names none we know (dropped).
     delivery_id: int | None
-    # The attempt recorded: 'bounced', 'delayed', or None (dropped, or not a failure).
-    outcome: str | None = None
+    # The attempt recorded: None when the DSN was dropped or reports no failure.
+    outcome: Literal["bounced", "delayed"] | None = None
     status: RecipientStatus | None = None
     # Permanent bounces only: the rua's bounce days, and whether it is now suppressed.
     bounce_days: int = 0
@@ -67,7 +68,7 @@ async def record_bounce(
                 extra={"fields": {"delivery_id": delivery_id, "action": block and block.action}},
             )
             return BounceOutcome(delivery_id, status=block)
-        outcome = "bounced" if block.permanent else "delayed"
+        outcome: Literal["bounced", "delayed"] = "bounced" if block.permanent else "delayed"
         await store.lock_rua(conn, delivery.rua)
         await store.insert_bounce_attempt(
             conn,

@@ -78,7 +78,16 @@ def test_message_id_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["bounces", "bounces@localhost", "a+b@example.com", "x@{id}.example", "{id}{id}@e.x"]
+    "bad",
+    [
+        "bounces",
+        "bounces@localhost",
+        "a+b@example.com",
+        "x@{id}.example",
+        "{id}{id}@e.x",
+        "two words@example.com",
+        "a..b@example.com",
+    ],
 )
 def test_bounce_address_setting_is_checked(bad: str) -> None:
     with pytest.raises(ValidationError):
