@@ -44,7 +44,9 @@ async def resources(env: DeliveryEnv) -> Resources:
 @pytest.fixture
 async def client(resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(resources.settings, resources))
-    token = await create_token(resources.pool, "reader", [Scope.READ], clock=resources.clock)
+    token = await create_token(
+        resources.pool, "operator", [Scope.READ, Scope.ADMIN], clock=resources.clock
+    )
     async with httpx.AsyncClient(
         transport=transport, base_url="http://test", headers=bearer(token)
     ) as c:
@@ -130,7 +132,7 @@ async def test_unknown_delivery_is_dropped(resources: Resources) -> None:
 
 
 async def test_bounces_on_three_days_suppress_with_expiry_and_reason(
-    env: DeliveryEnv, resources: Resources
+    env: DeliveryEnv, resources: Resources, client: httpx.AsyncClient
 ) -> None:
     for day, domains in enumerate((("a.example", "b.example"), ("a.example", "b.example"))):
         # Two reports to the rua a day (two policy domains): the day counts once.
@@ -146,6 +148,9 @@ async def test_bounces_on_three_days_suppress_with_expiry_and_reason(
     assert (entry.target, entry.source) == (RUA, "bounces")
     assert entry.expires_at == env.clock() + timedelta(days=30)
     assert entry.comment.startswith("3 permanent bounces: 550 5.1.1 <tlsrpt@example.com>")
+    [listed] = (await client.get("/v1/suppressions")).json()["suppressions"]
+    assert (listed["target"], listed["source"], listed["active"]) == (RUA, "bounces", True)
+    assert listed["expires_at"] == "2026-12-26T18:00:00Z"
 
     # The next report to it is not sent; the reason given is the bounces.
     now = env.clock()
