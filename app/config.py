@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from email.utils import parseaddr
 from enum import StrEnum
 from pathlib import Path
@@ -63,6 +64,8 @@ class RetentionSettings(BaseModel):
     results_days: int = Field(default=30, ge=2)
     # Built reports (their JSON and deliveries) are kept this long for audit.
     reports_days: int = Field(default=30, ge=1)
+    # Reports others sent us are kept this long after they were first received.
+    inbound_days: int = Field(default=400, ge=1)
 
 
 def split_nameserver(entry: str) -> tuple[str, str]:
@@ -149,11 +152,49 @@ class SmtpSettings(BaseModel):
     ca_file: Path | None = None
 
 
+# RFC 5322 §3.2.3 dot-atom local part: what an envelope sender can carry unquoted.
+_ATEXT_LOCAL_PART = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z"
+)
+
+
 class MailSettings(BaseModel):
     # The From address of outgoing reports; default: derived from contact-info.
     from_: str | None = Field(default=None, alias="from")
+    # The envelope sender (MAIL FROM) of report mails, naming the delivery so a bounce
+    # finds it: `bounces@example.com` sends as `bounces+<id>@example.com`, a local part
+    # with `{id}` (`bounces-{id}@example.com`) puts the id there. Unset: the From address.
+    bounce_address: str | None = None
 
     model_config = {"populate_by_name": True}
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _check_bounce_address(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        local, at, domain = value.rpartition("@")
+        if not at or not local or not domain or "." not in domain:
+            raise ValueError(f"{value!r} is not local-part@domain")
+        if "{id}" in domain or local.count("{id}") > 1:
+            raise ValueError("{id} may stand once, in the local part")
+        if "{id}" not in local and "+" in local:
+            raise ValueError("the local part may not hold '+' (the id goes after it)")
+        if not _ATEXT_LOCAL_PART.match(local.replace("{id}", "1")):
+            raise ValueError("the local part must be dot-separated atext (RFC 5322 §3.2.3)")
+        return value
+
+
+class BounceSettings(BaseModel):
+    # A mailto: rua whose reports bounced permanently (RFC 3464 DSN, 5.x.x) on this many
+    # different UTC days, with no delivered report in between, is suppressed ...
+    suppress_after: int = Field(default=3, ge=1)
+    # ... for this many days.
+    suppress_days: int = Field(default=30, ge=1)
+    # A sent report that did not bounce within this long counts as delivered: it clears
+    # the rua's count of bounce days.
+    settle_hours: float = Field(default=6.0, gt=0)
 
 
 class DkimSettings(BaseModel):
@@ -315,6 +356,7 @@ class Settings(BaseSettings):
     report: ReportSettings = ReportSettings()
     smtp: SmtpSettings = SmtpSettings()
     mail: MailSettings = MailSettings()
+    bounces: BounceSettings = BounceSettings()
     dkim: DkimSettings = DkimSettings()
     https: HttpsSettings = HttpsSettings()
     delivery: DeliverySettings = DeliverySettings()

@@ -37,3 +37,8 @@ DELIVERIES_NOT_SENT = Counter(
     "Deliveries not sent by configuration (no_dkim_key, disabled)",
     ["state"],
 )
+BOUNCES = Counter(
+    "tlsrpt_bounces_total",
+    "DSNs about report mail, by what they recorded (bounced, delayed, unmatched, not_a_failure)",
+    ["outcome"],
+)

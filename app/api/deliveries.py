@@ -1,8 +1,9 @@
 """Delivery status (scope `read`): deliveries by state and day, a report's attempts.
 
 Each delivery is one report to one rua. Its attempts say when each try started and
-ended, how it ended (`sent`, `temporary`, `permanent`, `lease_expired`), the SMTP reply
-code or HTTP status, and a short excerpt of what the other side answered.
+ended, how it ended (`sent`, `temporary`, `permanent`, `lease_expired`, and `bounced` or
+`delayed` for a DSN that came back later), the SMTP reply code or HTTP status, and a short
+excerpt of what the other side answered.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ class AttemptOut(BaseModel):
     attempt: int = Field(description="1 for the first attempt.")
     started_at: dt.datetime
     finished_at: dt.datetime
-    outcome: str = Field(description="`sent`, `temporary`, `permanent` or `lease_expired`.")
+    outcome: str = Field(
+        description="`sent`, `temporary`, `permanent` or `lease_expired`; a bounce (RFC 3464 "
+        "DSN) that came back later adds `bounced` (permanent) or `delayed` (temporary)."
+    )
     smtp_reply_code: int | None = Field(description="For mail: the relay's reply code.")
     http_status: int | None = Field(description="For https: the receiver's status.")
     reason: str | None

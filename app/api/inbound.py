@@ -22,11 +22,13 @@ from app.api.inbound_schemas import (
     InboundReportDetail,
     InboundReportList,
     InboundSummary,
+    MailHandled,
     ReportAccepted,
     SenderDaySummary,
 )
 from app.inbound import service
 from app.inbound.mail import NoReportError
+from app.inbound.messages import receive_message
 from app.inbound.service import ReportFilter
 from app.resources import Resources
 from app.tlsrpt.inflate import InflatedTooLargeError, InflateError
@@ -72,7 +74,24 @@ async def _accept(request: Request, token: str, *, mail: bool) -> Response:
     body = await read_body(request, settings.max_body_bytes)
     try:
         if mail:
-            receipt = await service.receive_mail(committer, resources.resolver, settings, body)
+            handled = await receive_message(
+                committer,
+                resources.resolver,
+                resources.pool,
+                resources.clock,
+                body,
+                inbound=settings,
+                mail=resources.settings.mail,
+                bounces=resources.settings.bounces,
+            )
+            if handled.receipt is None:
+                # A bounce or an auto-reply: taken, nothing stored as a report.
+                return Response(
+                    MailHandled.of(handled).model_dump_json(),
+                    status_code=202,
+                    media_type="application/json",
+                )
+            receipt = handled.receipt
         else:
             receipt = await service.receive_report(committer, settings, body)
     except (InflatedTooLargeError, ReportTooLargeError) as exc:
@@ -122,10 +141,18 @@ async def post_report(request: Request, token: str) -> Response:
     response_model=ReportAccepted,
     summary="Receive a TLSRPT report mail (for an MTA pipe)",
     description="RFC 8460 §5.3: the whole RFC 5322 message as `message/rfc822`. The report "
-    "part is found and read, and the DKIM verdict stored with it. A mail without a report "
+    "part is found and read, and the DKIM verdict stored with it. The same endpoint takes "
+    "what comes back to our own report mail (pipe the bounce addresses of "
+    "TLSRPT_MAIL__BOUNCE_ADDRESS here too): a DSN (RFC 3464) is recorded on the delivery it "
+    "names, an auto-reply (RFC 3834) is ignored; both get 202. A mail that is none of these "
     "gets 422.",
     responses={
         200: {"model": ReportAccepted, "description": "A duplicate, stored once."},
+        202: {
+            "model": MailHandled,
+            "description": "Not a report: a bounce recorded (or, naming no delivery known "
+            "here, dropped) or an auto-reply ignored.",
+        },
         **responses(404, 413, 415, 422),
     },
     openapi_extra={

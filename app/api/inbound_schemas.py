@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from app.inbound.messages import Handled, MessageOutcome
 from app.inbound.service import Receipt, SenderDay
 
 
@@ -35,6 +36,48 @@ class ReportAccepted(BaseModel):
             policies=len(receipt.report.policies),
             dkim=receipt.dkim.verdict.value if receipt.dkim else None,
             dkim_domain=receipt.dkim.domain if receipt.dkim else None,
+        )
+
+
+MailOutcome = Literal["bounce_recorded", "bounce_dropped", "auto_reply_ignored"]
+_MAIL_OUTCOMES: dict[Handled, MailOutcome] = {
+    Handled.BOUNCE_RECORDED: "bounce_recorded",
+    Handled.BOUNCE_DROPPED: "bounce_dropped",
+    Handled.AUTO_REPLY: "auto_reply_ignored",
+}
+
+
+class MailHandled(BaseModel):
+    """A mail that was not a report: a bounce of our report mail, or an auto-reply."""
+
+    outcome: MailOutcome = Field(
+        description="`bounce_recorded`: a DSN (RFC 3464) about one of our deliveries, added "
+        "to its attempts; `bounce_dropped`: a DSN naming no delivery known here, logged and "
+        "dropped; `auto_reply_ignored`: an out-of-office or other auto-reply (RFC 3834)."
+    )
+    delivery_id: int | None = Field(default=None, description="The delivery the DSN is about.")
+    attempt_outcome: Literal["bounced", "delayed"] | None = Field(
+        default=None,
+        description="What was recorded: `bounced` (permanent, 5.x.x), `delayed` (temporary); "
+        "null when nothing was (the DSN reports no failure, or was dropped).",
+    )
+    status: str | None = Field(default=None, description="The DSN's Status, e.g. `5.1.1`.")
+    suppressed: bool = Field(
+        default=False,
+        description="True when this bounce got the rua suppressed (TLSRPT_BOUNCES__*).",
+    )
+
+    @classmethod
+    def of(cls, outcome: MessageOutcome) -> MailHandled:
+        bounce = outcome.bounce
+        if bounce is None:
+            return cls(outcome=_MAIL_OUTCOMES[outcome.handled])
+        return cls(
+            outcome=_MAIL_OUTCOMES[outcome.handled],
+            delivery_id=bounce.delivery_id,
+            attempt_outcome=bounce.outcome,
+            status=bounce.status.status if bounce.status else None,
+            suppressed=bounce.suppressed,
         )
 
 

@@ -7,7 +7,7 @@ normalised form delivery rows use, and a due delivery to it ends as `suppressed`
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -50,6 +50,10 @@ class SuppressionOut(BaseModel):
     expires_at: dt.datetime | None
     created_at: dt.datetime
     active: bool = Field(description="False once `expires_at` has passed.")
+    source: Literal["operator", "bounces"] = Field(
+        description="`operator`, or `bounces`: added because the rua's report mails "
+        "bounced permanently on several days (see TLSRPT_BOUNCES__*)."
+    )
 
 
 class SuppressionList(BaseModel):
@@ -64,6 +68,7 @@ def _out(row: SuppressionRow, now: dt.datetime) -> SuppressionOut:
         expires_at=row.expires_at,
         created_at=row.created_at,
         active=row.expires_at is None or row.expires_at > now,
+        source="bounces" if row.source == "bounces" else "operator",
     )
 
 

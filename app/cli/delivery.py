@@ -236,12 +236,12 @@ def _suppress_list(args: argparse.Namespace) -> int:
 
     rows = run_with_resources(settings, lambda res: suppression.list_suppressions(res.pool))
     now = system_clock()
-    print(f"{'TARGET':48} {'EXPIRES':20} COMMENT")
+    print(f"{'TARGET':48} {'EXPIRES':20} {'SOURCE':8} COMMENT")
     for row in rows:
         expires = row.expires_at.strftime("%Y-%m-%d %H:%M") if row.expires_at else "never"
         if row.expires_at is not None and row.expires_at <= now:
             expires += " (expired)"
-        print(f"{row.target:48} {expires:20} {row.comment}")
+        print(f"{row.target:48} {expires:20} {row.source:8} {row.comment}")
     return 0
 
 

@@ -125,8 +125,9 @@ def lmtp_hook(address: str) -> Hook:
     host, port = parse_listen_address(address)
 
     async def start(res: Resources) -> Callable[[], Awaitable[None]]:
-        committer, settings = res.inbound_committer, res.settings.inbound
-        server = await start_lmtp(committer, res.resolver, settings, host, port)
+        server = await start_lmtp(
+            res.inbound_committer, res.resolver, res.pool, res.clock, res.settings, host, port
+        )
 
         async def stop() -> None:
             server.close()

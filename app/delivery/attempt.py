@@ -153,7 +153,9 @@ async def _send(senders: Senders, clock: Clock, delivery: ClaimedDelivery) -> Re
             now=clock(),
             message_id=format_message_id(delivery.report_id, delivery.id, senders.submitter),
         )
+        envelope_sender = senders.envelope_sender(delivery.id)
     except ValueError as exc:
         raise PermanentDeliveryError(f"can not build the mail: {exc}") from None
     signed = await senders.signer.sign(message, key)
-    return await senders.relay.send(senders.from_address, to_address, signed)
+    # The header From stays; only the envelope names the delivery (bounces come to it).
+    return await senders.relay.send(envelope_sender or senders.from_address, to_address, signed)

@@ -97,8 +97,45 @@ class ReportMail:
 
 def format_message_id(report_id: str, delivery_id: int, submitter: str) -> str:
     """A Message-ID stable across retries of one delivery, so receivers can de-duplicate."""
-    digest = hashlib.sha256(report_id.encode()).hexdigest()[:16]
-    return f"<tlsrpt.{delivery_id}.{digest}@{submitter}>"
+    return f"<tlsrpt.{delivery_id}.{message_id_digest(report_id)}@{submitter}>"
+
+
+def message_id_digest(report_id: str) -> str:
+    """The part of a report mail's Message-ID that ties it to its report."""
+    return hashlib.sha256(report_id.encode()).hexdigest()[:16]
+
+
+_MESSAGE_ID = re.compile(r"\s*<tlsrpt\.([0-9]{1,18})\.([0-9a-f]{16})@[^<>\s]+>\s*\Z")
+
+
+def parse_message_id(value: str) -> tuple[int, str] | None:
+    """(delivery id, digest) of a Message-ID `format_message_id` wrote, else None."""
+    found = _MESSAGE_ID.match(value)
+    return (int(found[1]), found[2]) if found else None
+
+
+def format_bounce_address(template: str, delivery_id: int) -> str:
+    """The envelope sender naming one delivery (VERP): `bounces@d` -> `bounces+42@d`, or
+    `{id}` in the local part replaced."""
+    local, _, domain = template.rpartition("@")
+    if "{id}" not in local:
+        local += "+{id}"
+    return _normalise_address(f"{local.replace('{id}', str(delivery_id))}@{domain}", "bounce")
+
+
+def parse_bounce_address(template: str, address: str) -> int | None:
+    """The delivery id in an address `format_bounce_address` made from `template`."""
+    local, _, domain = template.rpartition("@")
+    if "{id}" not in local:
+        local += "+{id}"
+    before, _, after = local.partition("{id}")
+    try:
+        domain = normalise_domain(domain)
+    except ValueError:
+        return None
+    pattern = re.escape(before) + "([0-9]{1,18})" + re.escape(after) + "@" + re.escape(domain)
+    found = re.fullmatch(pattern, address.strip().strip("<>"), re.IGNORECASE)
+    return int(found[1]) if found else None
 
 
 def build_report_message(mail: ReportMail, *, now: datetime, message_id: str) -> bytes:

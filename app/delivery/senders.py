@@ -17,7 +17,7 @@ import httpx
 
 from app.config import Settings
 from app.delivery.https import AddressResolver, HttpsPoster
-from app.delivery.mail import sender_address
+from app.delivery.mail import format_bounce_address, sender_address
 from app.delivery.signing import DkimKey, load_dkim_key, sign_message, sign_rsa_with_openssl
 from app.delivery.smtp import SmtpRelay
 from app.tlsrpt.report import submitter_domain
@@ -59,6 +59,14 @@ class Senders:
     dkim_key: DkimKey | None
     # None when neither TLSRPT_MAIL__FROM nor an email contact-info gives one.
     from_address: str | None
+    # TLSRPT_MAIL__BOUNCE_ADDRESS: the envelope sender names the delivery.
+    bounce_address: str | None = None
+
+    def envelope_sender(self, delivery_id: int) -> str | None:
+        """MAIL FROM of a report mail: the delivery's bounce address, else the From."""
+        if self.bounce_address is None:
+            return self.from_address
+        return format_bounce_address(self.bounce_address, delivery_id)
 
     async def aclose(self) -> None:
         await self.relay.aclose()
@@ -86,6 +94,7 @@ def open_senders(
         submitter=submitter,
         dkim_key=key,
         from_address=from_address,
+        bounce_address=settings.mail.bounce_address,
     )
 
 

@@ -227,7 +227,8 @@ async def mark_due_deliveries_settled(
     cur = await conn.execute(
         """
         UPDATE deliveries d SET state = 'suppressed',
-            last_error = 'suppressed by the operator: ' || s.comment
+            last_error = CASE s.source WHEN 'bounces' THEN 'suppressed after bounces: '
+                              ELSE 'suppressed by the operator: ' END || s.comment
         FROM suppressions s
         WHERE d.state = 'pending' AND d.next_attempt_at <= %(now)s
           AND s.target = d.rua

@@ -19,6 +19,8 @@ class SuppressionRow:
     comment: str
     expires_at: datetime | None
     created_at: datetime
+    # 'operator', or 'bounces' for one the bounces of the rua made (app.delivery.bounces).
+    source: str
 
 
 async def upsert_suppression(
@@ -31,8 +33,9 @@ async def upsert_suppression(
             INSERT INTO suppressions (target, comment, expires_at, created_at)
             VALUES (%(target)s, %(comment)s, %(expires_at)s, %(now)s)
             ON CONFLICT (target) DO UPDATE
-                SET comment = EXCLUDED.comment, expires_at = EXCLUDED.expires_at
-            RETURNING id, target, comment, expires_at, created_at
+                SET comment = EXCLUDED.comment, expires_at = EXCLUDED.expires_at,
+                    source = 'operator'
+            RETURNING id, target, comment, expires_at, created_at, source
             """,
             {"target": target, "comment": comment, "expires_at": expires_at, "now": now},
         )
@@ -44,7 +47,8 @@ async def upsert_suppression(
 async def list_suppressions(conn: Conn) -> list[SuppressionRow]:
     async with conn.cursor(row_factory=class_row(SuppressionRow)) as cur:
         await cur.execute(
-            "SELECT id, target, comment, expires_at, created_at FROM suppressions ORDER BY target"
+            "SELECT id, target, comment, expires_at, created_at, source FROM suppressions"
+            " ORDER BY target"
         )
         return await cur.fetchall()
 

@@ -15,11 +15,12 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from app.config import InboundSettings
+from app.clock import Clock
+from app.config import InboundSettings, RetentionSettings
 from app.db.pool import Pool
 from app.dns.resolver import TxtResolver
 from app.inbound import store
@@ -197,6 +198,19 @@ def _policy_rows(report: ReceivedReport) -> tuple[list[dict[str, Any]], list[dic
                 }
             )
     return policies, failures
+
+
+async def purge_expired(pool: Pool, clock: Clock, settings: RetentionSettings) -> int:
+    """Retention: delete reports received more than `inbound_days` ago. By receipt, not
+    by the day a report covers: a late report about an old day is still kept a while."""
+    cutoff = clock() - timedelta(days=settings.inbound_days)
+    async with pool.connection() as conn, conn.transaction():
+        deleted = await store.delete_reports_received_before(conn, cutoff)
+    log.info(
+        "inbound_retention_purged",
+        extra={"fields": {"reports": deleted, "received_before": cutoff.isoformat()}},
+    )
+    return deleted
 
 
 # Reading

@@ -128,6 +128,14 @@ def _details(report: NewReport) -> dict[str, Any]:
     return details
 
 
+async def delete_reports_received_before(conn: Conn, cutoff: datetime) -> int:
+    """Retention: delete reports first received before `cutoff`; returns how many."""
+    cur = await conn.execute(
+        "DELETE FROM inbound_reports WHERE received_at < %(cutoff)s", {"cutoff": cutoff}
+    )
+    return cur.rowcount
+
+
 async def list_reports(conn: Conn, where: ReportFilter) -> list[dict[str, Any]]:
     """Reports newest first (by id), filtered; `before_id` pages backwards."""
     async with conn.cursor(row_factory=dict_row) as cur:

@@ -27,6 +27,7 @@ from app.db.pool import Pool
 from app.delivery.senders import Senders
 from app.delivery.service import deliver_due
 from app.dns.resolver import TxtResolver
+from app.inbound import service as inbound
 from app.ingest import service as ingest
 from app.report.service import build_day, purge_expired
 from app.scheduler import store
@@ -208,6 +209,7 @@ class Scheduler:
         retention = self.settings.retention
         try:
             await purge_expired(self.pool, self.clock, self.settings)
+            await inbound.purge_expired(self.pool, self.clock, retention)
             oldest = today - timedelta(days=max(retention.results_days, retention.reports_days))
             async with self.pool.connection() as conn:
                 await store.delete_jobs_before(conn, oldest)

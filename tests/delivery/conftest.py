@@ -1,13 +1,15 @@
-"""Fixtures for delivery tests: a DKIM key pair, a fake DKIM DNS, a test CA."""
+"""Fixtures for delivery tests: a DKIM key pair, a fake DKIM DNS, a test CA, the sinks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from tests.clock import FakeClock
 from tests.delivery.certs import LoopbackCa, make_dkim_key_pair, make_test_ca
+from tests.delivery.env import DeliveryEnv, delivery_env
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +34,16 @@ def dkim_dns(dkim_pair: tuple[bytes, bytes]) -> Callable[..., bytes | None]:
 @pytest.fixture(scope="session")
 def test_ca(tmp_path_factory: pytest.TempPathFactory) -> LoopbackCa:
     return make_test_ca(Path(tmp_path_factory.mktemp("ca")))
+
+
+@pytest.fixture
+async def env(
+    database_url: str,
+    tmp_path: Path,
+    test_ca: LoopbackCa,
+    dkim_pair: tuple[bytes, bytes],
+    clock: FakeClock,
+) -> AsyncIterator[DeliveryEnv]:
+    """Loopback SMTP and HTTPS sinks, settings aimed at them, on the test's fake clock."""
+    async with delivery_env(database_url, tmp_path, test_ca, dkim_pair[0], clock) as e:
+        yield e

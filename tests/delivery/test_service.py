@@ -5,41 +5,25 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import date, timedelta
 from email import policy
 from email.parser import BytesParser
-from pathlib import Path
 
 import dkim
 import pytest
 
 from app.delivery import store
 from app.delivery.store import AttemptRecord, MarkRow
-from tests.clock import FakeClock
-from tests.delivery.certs import LoopbackCa
 from tests.delivery.env import (
     DeliveryEnv,
     attempt_rows,
     deliver,
-    delivery_env,
     delivery_states,
     store_report,
 )
 
 DAY = date(2026, 11, 23)
-
-
-@pytest.fixture
-async def env(
-    database_url: str,
-    tmp_path: Path,
-    test_ca: LoopbackCa,
-    dkim_pair: tuple[bytes, bytes],
-    clock: FakeClock,
-) -> AsyncIterator[DeliveryEnv]:
-    async with delivery_env(database_url, tmp_path, test_ca, dkim_pair[0], clock) as e:
-        yield e
 
 
 async def test_mail_and_https_are_delivered_once(

@@ -23,7 +23,7 @@ REPORT_ADDRESS = "tls-reports@example.com"
 async def listen(res: Resources) -> asyncio.Server:
     """The listener on a free loopback port, storing through the resources' committer."""
     return await start_lmtp(
-        res.inbound_committer, res.resolver, res.settings.inbound, "127.0.0.1", 0
+        res.inbound_committer, res.resolver, res.pool, res.clock, res.settings, "127.0.0.1", 0
     )
 
 
