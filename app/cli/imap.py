@@ -1,9 +1,10 @@
 """`tlsrpt inbound imap [--watch]` and the IMAP intake that `serve` and `worker` run in the
 background when `TLSRPT_IMAP__HOST` is set.
 
-The intake's `handle` is built here, from the process's resources: it stores each mail
-through `inbound.service.receive_mail` as received via IMAP. Swapping it for one that
-also recognises other mails is a change of `report_handle` alone.
+The intake's `handle` is built here, from the process's resources: each mail goes
+through `inbound.messages.receive_message`, the one entry for incoming mail, so a report
+is stored as received via IMAP, a bounce of our report mail is recorded on its delivery,
+and an auto-reply is ignored.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections.abc import Awaitable, Callable
 from app.cli.runtime import run_with_resources, settings_or_exit
 from app.inbound.imap import Handle, ImapIntake, MailboxBusyError
 from app.inbound.mailbox import MailboxError
-from app.inbound.service import Via, receive_mail
+from app.inbound.messages import receive_message
+from app.inbound.service import Via
 from app.resources import Resources
 
 
@@ -31,13 +33,22 @@ def register(isub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def report_handle(res: Resources) -> Handle:
-    """Store a mail's report as received over IMAP; the outcome word is for the log."""
+    """Handle one mail of the mailbox; the outcome word is for the log."""
+    settings = res.settings
 
     async def handle(raw: bytes) -> str:
-        receipt = await receive_mail(
-            res.inbound_committer, res.resolver, res.settings.inbound, raw, Via.IMAP
+        outcome = await receive_message(
+            res.inbound_committer,
+            res.resolver,
+            res.pool,
+            res.clock,
+            raw,
+            inbound=settings.inbound,
+            mail=settings.mail,
+            bounces=settings.bounces,
+            via=Via.IMAP,
         )
-        return "duplicate" if receipt.duplicate else "stored"
+        return str(outcome.handled.value)
 
     return handle
 
@@ -86,7 +97,7 @@ async def _once(res: Resources) -> int:
     except MailboxError as exc:
         print(f"tlsrpt: mailbox unavailable: {exc.reason}", file=sys.stderr)
         return 1
-    done = ", ".join(f"{n} {o}" for o, n in sorted(summary.outcomes.items()))
+    done = ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in sorted(summary.outcomes.items()))
     print(f"{res.settings.imap.folder}: {done or 'no messages'}")
     return 0
 

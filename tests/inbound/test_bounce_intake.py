@@ -15,6 +15,8 @@ from app.tokens.service import Scope, create_token
 from tests.delivery.conftest import dkim_pair, env, test_ca  # noqa: F401  (fixtures)
 from tests.delivery.dsnkit import EXIM, POSTFIX, VACATION, bounce_resources, dsn_mail, send_report
 from tests.delivery.env import DeliveryEnv, attempt_rows
+from tests.inbound.dovecot import Dovecot
+from tests.inbound.imapkit import DONE, INVALID, intake
 from tests.inbound.test_lmtp import session
 
 REPORT_ADDRESS = "tls-reports@example.com"
@@ -136,4 +138,17 @@ async def test_a_bounce_returning_the_whole_report_is_not_stored_as_a_report(
     _, boundary, tail = rest.partition(b"\n--1732321872-eximdsn-1804289383--")
     response = await post_mail(pipe, head + marker + sent + boundary + tail)
     assert (response.status_code, response.json()["outcome"]) == (202, "bounce_recorded")
+    assert await inbound_reports(resources) == 0
+
+
+async def test_imap_records_dsns_and_ignores_auto_replies(
+    resources: Resources, dovecot: Dovecot
+) -> None:
+    """A bounce that lands in the watched mailbox reaches its delivery like one by LMTP."""
+    _, delivery_id, _ = await send_report(resources, "example.com", RUA)
+    dovecot.append(dsn_mail(POSTFIX, delivery_id), dsn_mail(VACATION, delivery_id), PLAIN)
+    summary = await intake(resources, dovecot.settings()).run_once()
+    assert summary.outcomes == {"bounce_recorded": 1, "auto_reply_ignored": 1, "invalid": 1}
+    assert [row[1] for row in await attempt_rows(resources, RUA)] == ["sent", "bounced"]
+    assert len(dovecot.messages(DONE)) == 2 and len(dovecot.messages(INVALID)) == 1
     assert await inbound_reports(resources) == 0

@@ -38,7 +38,7 @@ async def test_samples_stored_and_moved_to_done(
     raws = [p.read_bytes() for p in EML]
     dovecot.append(*raws)
     summary = await intake(resources, dovecot.settings()).run_once()
-    assert summary.outcomes == {"stored": len(raws)}
+    assert summary.outcomes == {"report_stored": len(raws)}
     rows = await stored(resources)
     assert len(rows) == len(raws)
     assert {via for _, via, _ in rows} == {"imap"}
@@ -56,7 +56,7 @@ async def test_non_report_moved_to_invalid_with_reason(
     dovecot.append(NOT_A_REPORT, build_report_mail(RFC))
     with caplog.at_level(logging.INFO):
         summary = await intake(resources, dovecot.settings()).run_once()
-    assert summary.outcomes == {"invalid": 1, "stored": 1}
+    assert summary.outcomes == {"invalid": 1, "report_stored": 1}
     assert dovecot.messages(INVALID) == [NOT_A_REPORT]
     assert len(dovecot.messages(DONE)) == 1
     [reason] = invalid_reasons(caplog)
@@ -166,7 +166,7 @@ async def test_two_intakes_one_mailbox_store_each_mail_once(
     with pytest.raises(MailboxBusyError):
         await intake(resources, dovecot.settings()).run_once()
     release.set()
-    assert (await first).outcomes == {"stored": len(raws)}
+    assert (await first).outcomes == {"report_stored": len(raws)}
     results = await asyncio.gather(
         intake(resources, dovecot.settings()).run_once(),
         intake(resources, dovecot.settings()).run_once(),
@@ -186,7 +186,7 @@ async def test_without_move_copies_then_expunges_only_that_mail(
         return Mailbox(settings, use_move=False)
 
     summary = await intake(resources, dovecot.settings(), mailbox=no_move).run_once()
-    assert summary.outcomes == {"stored": 1, "invalid": 1}
+    assert summary.outcomes == {"report_stored": 1, "invalid": 1}
     assert dovecot.messages() == []
     assert dovecot.messages(INVALID) == [NOT_A_REPORT]
     assert len(dovecot.messages(DONE)) == 1
@@ -198,7 +198,7 @@ async def test_tls_and_starttls_with_the_test_ca(
 ) -> None:
     dovecot.append(build_report_mail(RFC))
     summary = await intake(resources, dovecot.settings(security)).run_once()
-    assert summary.outcomes == {"stored": 1}
+    assert summary.outcomes == {"report_stored": 1}
 
 
 @pytest.mark.parametrize("security", [ImapSecurity.TLS, ImapSecurity.STARTTLS])

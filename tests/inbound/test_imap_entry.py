@@ -95,7 +95,7 @@ def test_one_round_prints_what_it_did(dovecot: Dovecot, database_url: str) -> No
     dovecot.append(build_report_mail(RFC), b"Subject: hello\r\n\r\nnot a report\r\n")
     done = tlsrpt("inbound", "imap", env=env_of(dovecot, database_url))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "INBOX: 1 invalid, 1 stored"
+    assert done.stdout.strip() == "INBOX: 1 invalid, 1 report stored"
     assert PASSWORD not in done.stderr + done.stdout
     again = tlsrpt("inbound", "imap", env=env_of(dovecot, database_url))
     assert again.stdout.strip() == "INBOX: no messages"

@@ -145,7 +145,7 @@ async def test_watch_waits_while_another_instance_holds_the_mailbox(
     assert slept == [7, 7]
     events = [r.getMessage() for r in caplog.records]
     assert events.count("imap_mailbox_busy") == 1 and "imap_watching" in events
-    assert (await holder).outcomes == {"stored": 1}
+    assert (await holder).outcomes == {"report_stored": 1}
     assert [n for _, _, n in await stored(resources)] == [1]
 
 
