@@ -10,7 +10,9 @@ from app.clock import Clock, system_clock
 from app.config import Settings
 from app.db.pool import Pool
 from app.delivery.https import AddressResolver
-from app.delivery.senders import Senders, open_senders
+from app.delivery.mail import BounceTags
+from app.delivery.senders import Senders, check_dkim_key, open_senders
+from app.delivery.signing import DkimKeyError
 from app.dns.resolver import DnsResolver, TxtResolver
 from app.inbound.group_commit import ReportCommitter
 from app.ingest.service import IngestCommitter
@@ -34,11 +36,25 @@ class Resources:
     authenticator: Authenticator = field(init=False)
     committer: IngestCommitter = field(init=False)
     inbound_committer: ReportCommitter = field(init=False)
+    _tags: tuple[BounceTags | None] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.pool)
         self.committer = IngestCommitter(self.pool, self.clock)
         self.inbound_committer = ReportCommitter(self.pool, self.clock)
+
+    def bounce_tags(self) -> BounceTags | None:
+        """The tags that tell bounces about our report mail from forged ones: from the DKIM
+        key (report mail is only sent with one), None when there is no usable key."""
+        if self.senders is not None:
+            return self.senders.tags
+        if self._tags is None:
+            try:
+                key = check_dkim_key(self.settings)
+            except DkimKeyError:
+                key = None  # the scheduler's start says why; no mail is sent with it
+            self._tags = (None if key is None else key.tags,)
+        return self._tags[0]
 
     def open_senders(self) -> Senders:
         """The process's senders, opened on first use; raises DkimKeyError for a key

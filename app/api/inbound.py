@@ -83,6 +83,7 @@ async def _accept(request: Request, token: str, *, mail: bool) -> Response:
                 inbound=settings,
                 mail=resources.settings.mail,
                 bounces=resources.settings.bounces,
+                tags=resources.bounce_tags(),
             )
             if handled.receipt is None:
                 # A bounce or an auto-reply: taken, nothing stored as a report.

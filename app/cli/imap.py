@@ -46,6 +46,7 @@ def report_handle(res: Resources) -> Handle:
             inbound=settings.inbound,
             mail=settings.mail,
             bounces=settings.bounces,
+            tags=res.bounce_tags(),
             via=Via.IMAP,
         )
         return str(outcome.handled.value)

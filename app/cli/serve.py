@@ -126,7 +126,14 @@ def lmtp_hook(address: str) -> Hook:
 
     async def start(res: Resources) -> Callable[[], Awaitable[None]]:
         server = await start_lmtp(
-            res.inbound_committer, res.resolver, res.pool, res.clock, res.settings, host, port
+            res.inbound_committer,
+            res.resolver,
+            res.pool,
+            res.clock,
+            res.settings,
+            res.bounce_tags(),
+            host,
+            port,
         )
 
         async def stop() -> None:

@@ -151,7 +151,9 @@ async def _send(senders: Senders, clock: Clock, delivery: ClaimedDelivery) -> Re
                 to_address=to_address,
             ),
             now=clock(),
-            message_id=format_message_id(delivery.report_id, delivery.id, senders.submitter),
+            message_id=format_message_id(
+                delivery.report_id, delivery.id, senders.submitter, key.tags
+            ),
         )
         envelope_sender = senders.envelope_sender(delivery.id)
     except ValueError as exc:

@@ -23,7 +23,7 @@ from app.db.pool import Pool
 from app.delivery import bounce_store as store
 from app.delivery.dsn import Dsn, RecipientStatus
 from app.delivery.errors import format_excerpt
-from app.delivery.mail import message_id_digest, parse_mailto
+from app.delivery.mail import BounceTags, parse_mailto
 from app.delivery.suppression import MAX_COMMENT
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class BounceOutcome:
 
 
 async def record_bounce(
-    pool: Pool, clock: Clock, settings: BounceSettings, dsn: Dsn
+    pool: Pool, clock: Clock, settings: BounceSettings, dsn: Dsn, tags: BounceTags | None
 ) -> BounceOutcome:
     """Record a DSN on the delivery it names (see the module docstring)."""
     delivery_id, digest = dsn.delivery_id, None
@@ -57,7 +57,8 @@ async def record_bounce(
         delivery = await store.get_delivery_for_update(conn, delivery_id)
         # A Message-ID is only ours if its digest is the report's.
         if delivery is None or (
-            digest is not None and digest != message_id_digest(delivery.report_id)
+            digest is not None
+            and (tags is None or not tags.matches("message-id:" + delivery.report_id, digest))
         ):
             return _dropped(dsn, delivery_id, "no such delivery")
         block = dsn.status_for(_address(delivery.rua))

@@ -22,7 +22,7 @@ from email.parser import HeaderParser
 from email.utils import getaddresses
 
 from app.delivery.errors import format_excerpt
-from app.delivery.mail import parse_bounce_address, parse_message_id
+from app.delivery.mail import BounceTags, parse_bounce_address, parse_message_id
 
 # A DSN with more recipients than this is not about one report mail; the rest is ignored.
 MAX_RECIPIENTS = 100
@@ -107,7 +107,11 @@ def is_dsn(message: Message) -> bool:
 
 
 def parse_dsn(
-    message: Message, *, envelope_recipients: tuple[str, ...] = (), bounce_address: str | None
+    message: Message,
+    *,
+    envelope_recipients: tuple[str, ...] = (),
+    bounce_address: str | None,
+    tags: BounceTags | None,
 ) -> Dsn | None:
     """The DSN in `message`, or None when it is not one (see `is_dsn`)."""
     if not is_dsn(message):
@@ -137,7 +141,7 @@ def parse_dsn(
     delivery_id = None
     if bounce_address is not None:
         for address in (*envelope_recipients, *_addressed_to(message)):
-            delivery_id = parse_bounce_address(bounce_address, address)
+            delivery_id = parse_bounce_address(bounce_address, address, tags)
             if delivery_id is not None:
                 break
     return Dsn(reporting_mta, tuple(recipients[:MAX_RECIPIENTS]), delivery_id, returned)

@@ -14,8 +14,9 @@ are already validated atoms.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from email import policy
 from email.message import Message
@@ -95,14 +96,34 @@ class ReportMail:
     to_address: str
 
 
-def format_message_id(report_id: str, delivery_id: int, submitter: str) -> str:
+@dataclass(frozen=True, slots=True)
+class BounceTags:
+    """What makes a bounce about our mail impossible to forge: the delivery id in a bounce
+    address or Message-ID comes with an HMAC-SHA256 tag under a key derived from the DKIM
+    private key (report mail is only sent with one). Without it, anyone could send DSNs
+    for guessed ids and get any rua suppressed."""
+
+    key: bytes = field(repr=False)
+
+    @classmethod
+    def from_private_key(cls, private_key: bytes) -> BounceTags:
+        return cls(hashlib.sha256(b"tlsrpt bounce tags\0" + private_key).digest())
+
+    def tag(self, text: str) -> str:
+        return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()[:16]
+
+    def matches(self, text: str, tag: str) -> bool:
+        return hmac.compare_digest(self.tag(text), tag.lower())
+
+
+def format_message_id(report_id: str, delivery_id: int, submitter: str, tags: BounceTags) -> str:
     """A Message-ID stable across retries of one delivery, so receivers can de-duplicate."""
-    return f"<tlsrpt.{delivery_id}.{message_id_digest(report_id)}@{submitter}>"
+    return f"<tlsrpt.{delivery_id}.{message_id_digest(report_id, tags)}@{submitter}>"
 
 
-def message_id_digest(report_id: str) -> str:
-    """The part of a report mail's Message-ID that ties it to its report."""
-    return hashlib.sha256(report_id.encode()).hexdigest()[:16]
+def message_id_digest(report_id: str, tags: BounceTags) -> str:
+    """The part of a report mail's Message-ID that ties it to its report (and to us)."""
+    return tags.tag("message-id:" + report_id)
 
 
 _MESSAGE_ID = re.compile(r"\s*<tlsrpt\.([0-9]{1,18})\.([0-9a-f]{16})@[^<>\s]+>\s*\Z")
@@ -114,17 +135,21 @@ def parse_message_id(value: str) -> tuple[int, str] | None:
     return (int(found[1]), found[2]) if found else None
 
 
-def format_bounce_address(template: str, delivery_id: int) -> str:
-    """The envelope sender naming one delivery (VERP): `bounces@d` -> `bounces+42@d`, or
-    `{id}` in the local part replaced."""
+def format_bounce_address(template: str, delivery_id: int, tags: BounceTags) -> str:
+    """The envelope sender naming one delivery (VERP) with its tag: `bounces@d` ->
+    `bounces+42.<tag>@d`, or `{id}` in the local part replaced by `42.<tag>`."""
     local, _, domain = template.rpartition("@")
     if "{id}" not in local:
         local += "+{id}"
-    return _normalise_address(f"{local.replace('{id}', str(delivery_id))}@{domain}", "bounce")
+    signed = f"{delivery_id}.{tags.tag(f'bounce:{delivery_id}')}"
+    return _normalise_address(f"{local.replace('{id}', signed)}@{domain}", "bounce")
 
 
-def parse_bounce_address(template: str, address: str) -> int | None:
-    """The delivery id in an address `format_bounce_address` made from `template`."""
+def parse_bounce_address(template: str, address: str, tags: BounceTags | None) -> int | None:
+    """The delivery id in an address `format_bounce_address` made from `template`, when
+    its tag is ours (never without `tags`)."""
+    if tags is None:
+        return None
     local, _, domain = template.rpartition("@")
     if "{id}" not in local:
         local += "+{id}"
@@ -133,9 +158,17 @@ def parse_bounce_address(template: str, address: str) -> int | None:
         domain = normalise_domain(domain)
     except ValueError:
         return None
-    pattern = re.escape(before) + "([0-9]{1,18})" + re.escape(after) + "@" + re.escape(domain)
+    pattern = (
+        re.escape(before)
+        + r"([0-9]{1,18})\.([0-9a-f]{16})"
+        + re.escape(after)
+        + "@"
+        + re.escape(domain)
+    )
     found = re.fullmatch(pattern, address.strip().strip("<>"), re.IGNORECASE)
-    return int(found[1]) if found else None
+    if found is None or not tags.matches(f"bounce:{found[1]}", found[2]):
+        return None
+    return int(found[1])
 
 
 def build_report_message(mail: ReportMail, *, now: datetime, message_id: str) -> bytes:

@@ -17,7 +17,7 @@ import httpx
 
 from app.config import Settings
 from app.delivery.https import AddressResolver, HttpsPoster
-from app.delivery.mail import format_bounce_address, sender_address
+from app.delivery.mail import BounceTags, format_bounce_address, sender_address
 from app.delivery.signing import DkimKey, load_dkim_key, sign_message, sign_rsa_with_openssl
 from app.delivery.smtp import SmtpRelay
 from app.tlsrpt.report import submitter_domain
@@ -62,11 +62,16 @@ class Senders:
     # TLSRPT_MAIL__BOUNCE_ADDRESS: the envelope sender names the delivery.
     bounce_address: str | None = None
 
+    @property
+    def tags(self) -> BounceTags | None:
+        """The bounce tags of the DKIM key (None without one: no mail is sent then)."""
+        return None if self.dkim_key is None else self.dkim_key.tags
+
     def envelope_sender(self, delivery_id: int) -> str | None:
         """MAIL FROM of a report mail: the delivery's bounce address, else the From."""
-        if self.bounce_address is None:
+        if self.bounce_address is None or self.tags is None:
             return self.from_address
-        return format_bounce_address(self.bounce_address, delivery_id)
+        return format_bounce_address(self.bounce_address, delivery_id, self.tags)
 
     async def aclose(self) -> None:
         await self.relay.aclose()

@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim.crypto import UnparsableKeyError, parse_pem_private_key
 
+from app.delivery.mail import BounceTags
+
 log = logging.getLogger(__name__)
 
 # The two RFC 8460 §5.3 TLS-Report headers (receivers filter on them, so they must be
@@ -63,6 +65,11 @@ class DkimKey:
     domain: str
     selector: str
     private_key: bytes = field(repr=False)
+
+    @property
+    def tags(self) -> BounceTags:
+        """The tags of bounce addresses and Message-IDs, keyed by this key."""
+        return BounceTags.from_private_key(self.private_key)
 
 
 def load_dkim_key(domain: str, selector: str | None, key_file: Path | None) -> DkimKey | None:

@@ -24,6 +24,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from app.clock import Clock
 from app.config import BounceSettings, InboundSettings, MailSettings, Settings
 from app.db.pool import Pool
+from app.delivery.mail import BounceTags
 from app.dns.resolver import TxtResolver
 from app.inbound.group_commit import ReportCommitter
 from app.inbound.mail import NoReportError
@@ -62,6 +63,7 @@ class ReportHandler:
         settings: InboundSettings,
         mail: MailSettings,
         bounces: BounceSettings,
+        tags: BounceTags | None,
     ) -> None:
         self.receive = partial(
             receive_message,
@@ -72,16 +74,20 @@ class ReportHandler:
             inbound=settings,
             mail=mail,
             bounces=bounces,
+            tags=tags,
             via=Via.LMTP,
         )
         self.mail = mail
+        self.tags = tags
         self.recipients = {a.lower() for a in settings.lmtp_recipients}
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str,
         rcpt_options: list[str],
     ) -> str:  # fmt: skip
-        known = address.lower() in self.recipients or is_bounce_address(self.mail, address)
+        known = address.lower() in self.recipients or is_bounce_address(
+            self.mail, address, self.tags
+        )
         if self.recipients and not known:
             return _reply("550 5.1.1", f"<{address}> is not a TLSRPT report address here")
         envelope.rcpt_tos.append(address)
@@ -127,12 +133,14 @@ async def start_lmtp(
     pool: Pool,
     clock: Clock,
     settings: Settings,
+    tags: BounceTags | None,
     host: str,
     port: int,
 ) -> asyncio.Server:
-    """Listen for LMTP on (host, port) in the running loop; port 0 picks a free one."""
+    """Listen for LMTP on (host, port) in the running loop; port 0 picks a free one.
+    `tags` (from the DKIM key) tell our bounce addresses from forged ones."""
     handler = ReportHandler(
-        committer, resolver, pool, clock, settings.inbound, settings.mail, settings.bounces
+        committer, resolver, pool, clock, settings.inbound, settings.mail, settings.bounces, tags
     )
     inbound = settings.inbound
 

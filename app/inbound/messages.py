@@ -27,7 +27,7 @@ from app.config import BounceSettings, InboundSettings, MailSettings
 from app.db.pool import Pool
 from app.delivery.bounces import BounceOutcome, record_bounce
 from app.delivery.dsn import is_auto_reply, parse_dsn, parse_message
-from app.delivery.mail import parse_bounce_address
+from app.delivery.mail import BounceTags, parse_bounce_address
 from app.dns.resolver import TxtResolver
 from app.inbound.group_commit import ReportCommitter
 from app.inbound.mail import NoReportError
@@ -54,10 +54,10 @@ class MessageOutcome:
     bounce: BounceOutcome | None = None  # a DSN
 
 
-def is_bounce_address(mail: MailSettings, address: str) -> bool:
+def is_bounce_address(mail: MailSettings, address: str, tags: BounceTags | None) -> bool:
     """Whether `address` is one of the bounce addresses report mail is sent from."""
     template = mail.bounce_address
-    return template is not None and parse_bounce_address(template, address) is not None
+    return template is not None and parse_bounce_address(template, address, tags) is not None
 
 
 async def receive_message(
@@ -70,6 +70,7 @@ async def receive_message(
     inbound: InboundSettings,
     mail: MailSettings,
     bounces: BounceSettings,
+    tags: BounceTags | None,
     via: Via = Via.MAIL,
     recipients: Sequence[str] = (),
 ) -> MessageOutcome:
@@ -80,10 +81,13 @@ async def receive_message(
     else:
         message = parse_message(raw)
     dsn = parse_dsn(
-        message, envelope_recipients=tuple(recipients), bounce_address=mail.bounce_address
+        message,
+        envelope_recipients=tuple(recipients),
+        bounce_address=mail.bounce_address,
+        tags=tags,
     )
     if dsn is not None:
-        bounce = await record_bounce(pool, clock, bounces, dsn)
+        bounce = await record_bounce(pool, clock, bounces, dsn, tags)
         handled = Handled.BOUNCE_DROPPED if bounce.delivery_id is None else Handled.BOUNCE_RECORDED
         return MessageOutcome(handled, bounce=bounce)
     try:

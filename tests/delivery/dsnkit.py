@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from app.config import BounceSettings, MailSettings
-from app.delivery.mail import message_id_digest
+from app.delivery.mail import BounceTags, format_bounce_address, message_id_digest
 from app.resources import Resources
 from tests.delivery.env import DeliveryEnv, deliver, store_report
 
@@ -52,6 +52,7 @@ async def send_report(resources: Resources, domain: str, rua: str) -> tuple[int,
 
 
 def dsn_mail(
+    tags: BounceTags | None,
     sample: tuple[str, str],
     delivery_id: int,
     *,
@@ -64,9 +65,13 @@ def dsn_mail(
     digest is that of `report_id`)."""
     name, bounced = sample
     raw = (SAMPLES / name).read_bytes()
-    bounce = f"bounces+{delivery_id}@" if via_envelope else "postmaster@"
-    raw = raw.replace(b"bounces+1@", bounce.encode())
-    digest = message_id_digest(report_id) if report_id else "6b5e0b4c1d2e3f40"
+    assert tags is not None  # the env has a DKIM key
+    bounce = format_bounce_address(BOUNCE_ADDRESS, delivery_id, tags)
+    raw = raw.replace(
+        b"bounces+1@sender.example",
+        (bounce if via_envelope else "postmaster@sender.example").encode(),
+    )
+    digest = message_id_digest(report_id, tags) if report_id else "6b5e0b4c1d2e3f40"
     raw = raw.replace(b"tlsrpt.1.6b5e0b4c1d2e3f40", f"tlsrpt.{delivery_id}.{digest}".encode())
     if address is not None:
         raw = raw.replace(bounced.encode(), address.encode())

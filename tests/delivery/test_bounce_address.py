@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from app.config import MailSettings
 from app.delivery.mail import (
+    BounceTags,
     format_bounce_address,
     format_message_id,
     message_id_digest,
@@ -40,12 +41,14 @@ async def test_mail_from_names_the_delivery_and_header_from_stays(env: DeliveryE
         row = await cur.fetchone()
         assert row is not None
         delivery_id = int(row[0])
-    assert received.mail_from == f"bounces+{delivery_id}@sender.example"
+    tags = resources.bounce_tags()
+    assert tags is not None
+    assert received.mail_from == format_bounce_address("bounces@sender.example", delivery_id, tags)
     message = message_from_bytes(received.content)
     assert message["From"] == "reports@sender.example"
     assert parse_message_id(message["Message-ID"]) == (
         delivery_id,
-        message_id_digest(f"{DAY.isoformat()}_example.com@sender.example"),
+        message_id_digest(f"{DAY.isoformat()}_example.com@sender.example", tags),
     )
 
 
@@ -63,17 +66,31 @@ async def test_without_a_bounce_address_mail_from_is_the_from(env: DeliveryEnv) 
 
 
 def test_bounce_address_round_trip() -> None:
-    assert format_bounce_address("bounces@example.com", 42) == "bounces+42@example.com"
-    assert format_bounce_address("b-{id}-x@example.com", 7) == "b-7-x@example.com"
-    assert parse_bounce_address("bounces@example.com", "<Bounces+42@EXAMPLE.com>") == 42
-    assert parse_bounce_address("b-{id}-x@example.com", "b-7-x@example.com") == 7
-    for other in ("bounces@example.com", "bounces+x@example.com", "bounces+1@other.example"):
-        assert parse_bounce_address("bounces@example.com", other) is None
+    tags = BounceTags(b"\x01" * 32)
+    address = format_bounce_address("bounces@example.com", 42, tags)
+    assert address == f"bounces+42.{tags.tag('bounce:42')}@example.com"
+    assert parse_bounce_address("bounces@example.com", f"<{address.upper()}>", tags) == 42
+    templated = format_bounce_address("b-{id}-x@example.com", 7, tags)
+    assert templated == f"b-7.{tags.tag('bounce:7')}-x@example.com"
+    assert parse_bounce_address("b-{id}-x@example.com", templated, tags) == 7
+    forged = address.replace("+42.", "+43.")
+    for other in (
+        "bounces@example.com",
+        "bounces+42@example.com",
+        forged,
+        "bounces+1@other.example",
+    ):
+        assert parse_bounce_address("bounces@example.com", other, tags) is None
+    # Another key (another installation, or none) recognises none of them.
+    assert parse_bounce_address("bounces@example.com", address, BounceTags(b"\x02" * 32)) is None
+    assert parse_bounce_address("bounces@example.com", address, None) is None
 
 
 def test_message_id_round_trip() -> None:
-    value = format_message_id("r1", 9, "sender.example")
-    assert parse_message_id(value) == (9, message_id_digest("r1"))
+    tags = BounceTags(b"\x01" * 32)
+    value = format_message_id("r1", 9, "sender.example", tags)
+    assert parse_message_id(value) == (9, message_id_digest("r1", tags))
+    assert message_id_digest("r1", tags) != message_id_digest("r1", BounceTags(b"\x02" * 32))
     assert parse_message_id("<abc@example.com>") is None
 
 

@@ -11,12 +11,14 @@ import pytest
 
 from app.delivery.bounces import BounceOutcome, record_bounce
 from app.delivery.dsn import parse_dsn, parse_message
+from app.delivery.mail import format_bounce_address
 from app.delivery.suppression import add_suppression, list_suppressions
 from app.main import create_app
 from app.resources import Resources
 from app.tokens.service import Scope, create_token
 from tests.conftest import bearer
 from tests.delivery.dsnkit import (
+    BOUNCE_ADDRESS,
     DELAYED,
     EXIM,
     POSTFIX,
@@ -31,9 +33,12 @@ RUA = "mailto:tlsrpt@example.com"
 
 async def bounce(resources: Resources, raw: bytes) -> BounceOutcome:
     mail = resources.settings.mail
-    dsn = parse_dsn(parse_message(raw), bounce_address=mail.bounce_address)
+    tags = resources.bounce_tags()
+    dsn = parse_dsn(parse_message(raw), bounce_address=mail.bounce_address, tags=tags)
     assert dsn is not None
-    return await record_bounce(resources.pool, resources.clock, resources.settings.bounces, dsn)
+    return await record_bounce(
+        resources.pool, resources.clock, resources.settings.bounces, dsn, tags
+    )
 
 
 @pytest.fixture
@@ -58,9 +63,13 @@ async def test_postfix_dsn_is_recorded_on_its_delivery(
 ) -> None:
     _, other, _ = await send_report(resources, "example.net", RUA)
     report_pk, delivery_id, _ = await send_report(resources, "example.com", RUA)
-    assert env.smtp.messages[1].mail_from == f"bounces+{delivery_id}@sender.example"
+    tags = resources.bounce_tags()
+    assert tags is not None
+    ours = format_bounce_address(BOUNCE_ADDRESS, delivery_id, tags)
+    tag = tags.tag(f"bounce:{delivery_id}")
+    assert env.smtp.messages[1].mail_from == ours == f"bounces+{delivery_id}.{tag}@sender.example"
     env.clock.advance(minutes=2)
-    outcome = await bounce(resources, dsn_mail(POSTFIX, delivery_id))
+    outcome = await bounce(resources, dsn_mail(resources.bounce_tags(), POSTFIX, delivery_id))
     assert (outcome.delivery_id, outcome.outcome, outcome.bounce_days) == (
         delivery_id,
         "bounced",
@@ -99,7 +108,9 @@ async def test_exim_dsn_found_by_the_returned_message_id(resources: Resources) -
     rua = "mailto:tlsrpt@example.org"
     _, delivery_id, report_id = await send_report(resources, "example.org", rua)
     # Not sent to the bounce address: only the returned message's Message-ID names it.
-    raw = dsn_mail(EXIM, delivery_id, report_id=report_id, via_envelope=False)
+    raw = dsn_mail(
+        resources.bounce_tags(), EXIM, delivery_id, report_id=report_id, via_envelope=False
+    )
     outcome = await bounce(resources, raw)
     assert (outcome.delivery_id, outcome.outcome) == (delivery_id, "bounced")
     assert outcome.status is not None and outcome.status.status == "5.0.0"
@@ -112,20 +123,24 @@ async def test_exim_dsn_found_by_the_returned_message_id(resources: Resources) -
         "550 5.2.1 Mailbox unavailable: account disabled",
     )
     # A Message-ID whose digest is not the report's names nothing of ours.
-    forged = dsn_mail(EXIM, delivery_id, report_id="another-report", via_envelope=False)
+    forged = dsn_mail(
+        resources.bounce_tags(), EXIM, delivery_id, report_id="another-report", via_envelope=False
+    )
     assert await bounce(resources, forged) == BounceOutcome(None)
 
 
 async def test_delayed_is_recorded_without_failing_or_counting(resources: Resources) -> None:
     _, delivery_id, _ = await send_report(resources, "example.com", RUA)
-    outcome = await bounce(resources, dsn_mail(DELAYED, delivery_id))
+    outcome = await bounce(resources, dsn_mail(resources.bounce_tags(), DELAYED, delivery_id))
     assert (outcome.outcome, outcome.bounce_days, outcome.suppressed) == ("delayed", 0, False)
     assert (await delivery_states(resources))[RUA][0] == "sent"
     assert [row[1] for row in await attempt_rows(resources, RUA)] == ["sent", "delayed"]
 
 
 async def test_unknown_delivery_is_dropped(resources: Resources) -> None:
-    assert await bounce(resources, dsn_mail(POSTFIX, 999)) == BounceOutcome(None)
+    assert await bounce(
+        resources, dsn_mail(resources.bounce_tags(), POSTFIX, 999)
+    ) == BounceOutcome(None)
     async with resources.pool.connection() as conn:
         cur = await conn.execute("SELECT count(*) FROM delivery_attempts")
         assert await cur.fetchone() == (0,)
@@ -138,11 +153,13 @@ async def test_bounces_on_three_days_suppress_with_expiry_and_reason(
         # Two reports to the rua a day (two policy domains): the day counts once.
         for domain in domains:
             _, delivery_id, _ = await send_report(resources, domain, RUA)
-            outcome = await bounce(resources, dsn_mail(POSTFIX, delivery_id))
+            outcome = await bounce(
+                resources, dsn_mail(resources.bounce_tags(), POSTFIX, delivery_id)
+            )
             assert (outcome.bounce_days, outcome.suppressed) == (day + 1, False)
         env.clock.advance(days=1)
     _, delivery_id, _ = await send_report(resources, "a.example", RUA)
-    outcome = await bounce(resources, dsn_mail(POSTFIX, delivery_id))
+    outcome = await bounce(resources, dsn_mail(resources.bounce_tags(), POSTFIX, delivery_id))
     assert (outcome.bounce_days, outcome.suppressed) == (3, True)
     [entry] = await list_suppressions(resources.pool)
     assert (entry.target, entry.source) == (RUA, "bounces")
@@ -170,13 +187,15 @@ async def test_bounces_on_three_days_suppress_with_expiry_and_reason(
 async def test_a_delivered_report_clears_the_count(env: DeliveryEnv, resources: Resources) -> None:
     for _ in range(2):
         _, delivery_id, _ = await send_report(resources, "a.example", RUA)
-        assert (await bounce(resources, dsn_mail(POSTFIX, delivery_id))).bounce_days >= 1
+        assert (
+            await bounce(resources, dsn_mail(resources.bounce_tags(), POSTFIX, delivery_id))
+        ).bounce_days >= 1
         env.clock.advance(days=1)
     # This one is not bounced; once settled it counts as delivered.
     await send_report(resources, "a.example", RUA)
     env.clock.advance(days=1)
     _, delivery_id, _ = await send_report(resources, "a.example", RUA)
-    outcome = await bounce(resources, dsn_mail(POSTFIX, delivery_id))
+    outcome = await bounce(resources, dsn_mail(resources.bounce_tags(), POSTFIX, delivery_id))
     assert (outcome.bounce_days, outcome.suppressed) == (1, False)
     assert await list_suppressions(resources.pool) == []
 
@@ -188,12 +207,12 @@ async def test_a_report_sent_just_before_a_bounce_does_not_clear_it(
     # second's bounce is still on its way: it is not yet a delivered report.
     for _ in range(2):
         _, delivery_id, _ = await send_report(resources, "a.example", RUA)
-        await bounce(resources, dsn_mail(POSTFIX, delivery_id))
+        await bounce(resources, dsn_mail(resources.bounce_tags(), POSTFIX, delivery_id))
         env.clock.advance(days=1)
     _, first, _ = await send_report(resources, "a.example", RUA)
     await send_report(resources, "b.example", RUA)
     env.clock.advance(minutes=5)
-    outcome = await bounce(resources, dsn_mail(POSTFIX, first))
+    outcome = await bounce(resources, dsn_mail(resources.bounce_tags(), POSTFIX, first))
     assert (outcome.bounce_days, outcome.suppressed) == (3, True)
 
 
@@ -203,7 +222,7 @@ async def test_an_operators_suppression_is_not_replaced(resources: Resources) ->
     await add_suppression(
         resources.pool, resources.clock, RUA, comment="asked by their postmaster", expires_at=None
     )
-    outcome = await bounce(resources, dsn_mail(POSTFIX, delivery_id))
+    outcome = await bounce(resources, dsn_mail(resources.bounce_tags(), POSTFIX, delivery_id))
     assert (outcome.bounce_days, outcome.suppressed) == (1, False)
     [entry] = await list_suppressions(resources.pool)
     assert (entry.source, entry.comment, entry.expires_at) == (

@@ -7,17 +7,25 @@ from pathlib import Path
 import pytest
 
 from app.delivery.dsn import is_auto_reply, is_dsn, parse_dsn, parse_message
+from app.delivery.mail import BounceTags, format_bounce_address
 
 SAMPLES = Path(__file__).parent.parent / "samples" / "dsn"
 BOUNCES = "bounces@sender.example"
 
 
+TAGS = BounceTags(b"\x01" * 32)
+
+
 def sample(name: str) -> bytes:
-    return (SAMPLES / name).read_bytes()
+    """The sample, sent (as the service would) to delivery 1's tagged bounce address."""
+    ours = format_bounce_address(BOUNCES, 1, TAGS).encode()
+    return (SAMPLES / name).read_bytes().replace(b"bounces+1@sender.example", ours)
 
 
 def test_postfix_user_unknown() -> None:
-    dsn = parse_dsn(parse_message(sample("postfix_user-unknown.eml")), bounce_address=BOUNCES)
+    dsn = parse_dsn(
+        parse_message(sample("postfix_user-unknown.eml")), bounce_address=BOUNCES, tags=TAGS
+    )
     assert dsn is not None
     assert dsn.reporting_mta == "relay.sender.example"
     assert dsn.delivery_id == 1
@@ -40,7 +48,9 @@ def test_postfix_user_unknown() -> None:
 
 
 def test_exim_mailbox_unavailable() -> None:
-    dsn = parse_dsn(parse_message(sample("exim_mailbox-unavailable.eml")), bounce_address=BOUNCES)
+    dsn = parse_dsn(
+        parse_message(sample("exim_mailbox-unavailable.eml")), bounce_address=BOUNCES, tags=TAGS
+    )
     assert dsn is not None
     assert dsn.reporting_mta == "smarthost.sender.example"
     assert dsn.returned_message_id == (1, "6b5e0b4c1d2e3f40")
@@ -52,7 +62,7 @@ def test_exim_mailbox_unavailable() -> None:
 
 
 def test_delayed_is_temporary() -> None:
-    dsn = parse_dsn(parse_message(sample("postfix_delayed.eml")), bounce_address=BOUNCES)
+    dsn = parse_dsn(parse_message(sample("postfix_delayed.eml")), bounce_address=BOUNCES, tags=TAGS)
     assert dsn is not None
     [block] = dsn.recipients
     assert (block.action, block.status) == ("delayed", "4.4.1")
@@ -62,19 +72,23 @@ def test_delayed_is_temporary() -> None:
 
 def test_delivery_id_from_the_envelope_recipient_first() -> None:
     message = parse_message(sample("postfix_user-unknown.eml"))
-    dsn = parse_dsn(
-        message, envelope_recipients=("bounces+77@sender.example",), bounce_address=BOUNCES
-    )
+    ours = format_bounce_address(BOUNCES, 77, TAGS)
+    dsn = parse_dsn(message, envelope_recipients=(ours,), bounce_address=BOUNCES, tags=TAGS)
     assert dsn is not None and dsn.delivery_id == 77
+    # Untagged (forged) bounce addresses, in the envelope or the headers, name nothing.
+    untagged = parse_message((SAMPLES / "postfix_user-unknown.eml").read_bytes())
+    forged = ("bounces+77@sender.example",)
+    dsn = parse_dsn(untagged, envelope_recipients=forged, bounce_address=BOUNCES, tags=TAGS)
+    assert dsn is not None and dsn.delivery_id is None
     # Without a bounce address configured only the returned Message-ID names it.
-    dsn = parse_dsn(message, bounce_address=None)
+    dsn = parse_dsn(message, bounce_address=None, tags=None)
     assert dsn is not None and dsn.delivery_id is None
     assert dsn.returned_message_id == (1, "6b5e0b4c1d2e3f40")
 
 
 def test_failed_with_4xx_status_is_temporary() -> None:
     raw = sample("postfix_user-unknown.eml").replace(b"Status: 5.1.1", b"Status: 4.4.7")
-    dsn = parse_dsn(parse_message(raw), bounce_address=BOUNCES)
+    dsn = parse_dsn(parse_message(raw), bounce_address=BOUNCES, tags=TAGS)
     assert dsn is not None
     [block] = dsn.recipients
     assert block.temporary and not block.permanent
@@ -83,7 +97,7 @@ def test_failed_with_4xx_status_is_temporary() -> None:
 def test_vacation_reply_is_an_auto_reply_not_a_dsn() -> None:
     message = parse_message(sample("vacation_auto-reply.eml"))
     assert not is_dsn(message)
-    assert parse_dsn(message, bounce_address=BOUNCES) is None
+    assert parse_dsn(message, bounce_address=BOUNCES, tags=TAGS) is None
     assert is_auto_reply(message)
 
 

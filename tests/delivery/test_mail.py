@@ -14,6 +14,7 @@ import dkim
 import pytest
 
 from app.delivery.mail import (
+    BounceTags,
     ReportMail,
     build_report_message,
     format_message_id,
@@ -25,6 +26,9 @@ from app.delivery.signing import DkimKey, DkimKeyError, load_dkim_key, sign_mess
 NOW = datetime(2024, 5, 2, 1, 30, tzinfo=UTC)
 REPORT_JSON = b'{"organization-name":"Example","report-id":"r1"}'
 FILENAME = "sender.example!example.com!1714521600!1714607999.json.gz"
+
+
+TAGS = BounceTags(b"\x01" * 32)
 
 
 def make_mail(**changes: object) -> ReportMail:
@@ -50,7 +54,7 @@ def parse(raw: bytes) -> EmailMessage:
 
 def build(mail: ReportMail) -> bytes:
     return build_report_message(
-        mail, now=NOW, message_id=format_message_id(mail.report_id, 7, mail.submitter)
+        mail, now=NOW, message_id=format_message_id(mail.report_id, 7, mail.submitter, TAGS)
     )
 
 
@@ -100,9 +104,9 @@ def test_mime_structure_and_attachment() -> None:
 
 
 def test_message_id_is_stable_per_delivery() -> None:
-    a = format_message_id("r@x", 1, "sender.example")
-    assert a == format_message_id("r@x", 1, "sender.example")
-    assert a != format_message_id("r@x", 2, "sender.example")
+    a = format_message_id("r@x", 1, "sender.example", TAGS)
+    assert a == format_message_id("r@x", 1, "sender.example", TAGS)
+    assert a != format_message_id("r@x", 2, "sender.example", TAGS)
 
 
 def test_dkim_signature_verifies_in_tlsrpt_mode(

@@ -8,12 +8,21 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from app.delivery.mail import format_bounce_address
 from app.inbound.lmtp import start_lmtp
 from app.main import create_app
 from app.resources import Resources
 from app.tokens.service import Scope, create_token
 from tests.delivery.conftest import dkim_pair, env, test_ca  # noqa: F401  (fixtures)
-from tests.delivery.dsnkit import EXIM, POSTFIX, VACATION, bounce_resources, dsn_mail, send_report
+from tests.delivery.dsnkit import (
+    BOUNCE_ADDRESS,
+    EXIM,
+    POSTFIX,
+    VACATION,
+    bounce_resources,
+    dsn_mail,
+    send_report,
+)
 from tests.delivery.env import DeliveryEnv, attempt_rows
 from tests.inbound.dovecot import Dovecot
 from tests.inbound.imapkit import DONE, INVALID, intake
@@ -39,6 +48,7 @@ async def lmtp_port(resources: Resources) -> AsyncIterator[int]:
         resources.pool,
         resources.clock,
         resources.settings,
+        resources.bounce_tags(),
         "127.0.0.1",
         0,
     )
@@ -79,15 +89,23 @@ async def test_lmtp_takes_dsns_at_the_bounce_addresses(
     resources: Resources, lmtp_port: int
 ) -> None:
     _, delivery_id, _ = await send_report(resources, "example.com", RUA)
-    bounce_to = f"bounces+{delivery_id}@sender.example"
-    replies = await lmtp(lmtp_port, dsn_mail(POSTFIX, delivery_id), [bounce_to])
+    tags = resources.bounce_tags()
+    assert tags is not None
+    bounce_to = format_bounce_address(BOUNCE_ADDRESS, delivery_id, tags)
+    replies = await lmtp(lmtp_port, dsn_mail(tags, POSTFIX, delivery_id), [bounce_to])
     assert replies == [(250, f"2.0.0 bounce recorded (delivery {delivery_id})".encode())]
     assert [row[1] for row in await attempt_rows(resources, RUA)] == ["sent", "bounced"]
 
     # A DSN about a delivery unknown here is taken and dropped: refusing it would only
     # make the MTA send it again.
-    replies = await lmtp(lmtp_port, dsn_mail(POSTFIX, 4242), ["bounces+4242@sender.example"])
+    unknown = format_bounce_address(BOUNCE_ADDRESS, 4242, tags)
+    replies = await lmtp(lmtp_port, dsn_mail(tags, POSTFIX, 4242), [unknown])
     assert replies == [(250, b"2.0.0 bounce about no delivery known here; dropped")]
+    # A bounce address without our tag (forged, or guessed) is refused at RCPT.
+    replies = await lmtp(
+        lmtp_port, dsn_mail(tags, POSTFIX, delivery_id), [f"bounces+{delivery_id}@sender.example"]
+    )
+    assert replies[0][0] == 550
     # Other addresses are still refused, and a mail that is nothing of ours still 5xx.
     replies = await lmtp(lmtp_port, PLAIN, ["bounces@sender.example", REPORT_ADDRESS])
     assert replies[0][0] == 550 and replies[1][0] == 550
@@ -96,7 +114,9 @@ async def test_lmtp_takes_dsns_at_the_bounce_addresses(
 
 async def test_lmtp_ignores_auto_replies(resources: Resources, lmtp_port: int) -> None:
     _, delivery_id, _ = await send_report(resources, "example.com", RUA)
-    replies = await lmtp(lmtp_port, dsn_mail(VACATION, delivery_id), [REPORT_ADDRESS])
+    replies = await lmtp(
+        lmtp_port, dsn_mail(resources.bounce_tags(), VACATION, delivery_id), [REPORT_ADDRESS]
+    )
     assert replies == [(250, b"2.0.0 auto-reply ignored")]
     assert [row[1] for row in await attempt_rows(resources, RUA)] == ["sent"]
 
@@ -106,7 +126,7 @@ async def test_pipe_endpoint_records_dsns_and_ignores_auto_replies(
 ) -> None:
     rua = "mailto:tlsrpt@example.org"
     _, delivery_id, _ = await send_report(resources, "example.org", rua)
-    response = await post_mail(pipe, dsn_mail(EXIM, delivery_id))
+    response = await post_mail(pipe, dsn_mail(resources.bounce_tags(), EXIM, delivery_id))
     assert response.status_code == 202
     assert response.json() == {
         "outcome": "bounce_recorded",
@@ -117,9 +137,9 @@ async def test_pipe_endpoint_records_dsns_and_ignores_auto_replies(
     }
     assert [row[1] for row in await attempt_rows(resources, rua)] == ["sent", "bounced"]
 
-    response = await post_mail(pipe, dsn_mail(EXIM, 4242))
+    response = await post_mail(pipe, dsn_mail(resources.bounce_tags(), EXIM, 4242))
     assert (response.status_code, response.json()["outcome"]) == (202, "bounce_dropped")
-    response = await post_mail(pipe, dsn_mail(VACATION, delivery_id))
+    response = await post_mail(pipe, dsn_mail(resources.bounce_tags(), VACATION, delivery_id))
     assert (response.status_code, response.json()["outcome"]) == (202, "auto_reply_ignored")
     response = await post_mail(pipe, PLAIN)
     assert (response.status_code, response.json()["error"]["code"]) == (422, "no_report")
@@ -133,7 +153,7 @@ async def test_a_bounce_returning_the_whole_report_is_not_stored_as_a_report(
     rua = "mailto:tlsrpt@example.org"
     _, delivery_id, _ = await send_report(resources, "example.org", rua)
     sent = env.smtp.messages[-1].content.replace(b"\r\n", b"\n")
-    raw = dsn_mail(EXIM, delivery_id)
+    raw = dsn_mail(resources.bounce_tags(), EXIM, delivery_id)
     head, marker, rest = raw.partition(b"Content-type: message/rfc822\n\n")
     _, boundary, tail = rest.partition(b"\n--1732321872-eximdsn-1804289383--")
     response = await post_mail(pipe, head + marker + sent + boundary + tail)
@@ -146,7 +166,11 @@ async def test_imap_records_dsns_and_ignores_auto_replies(
 ) -> None:
     """A bounce that lands in the watched mailbox reaches its delivery like one by LMTP."""
     _, delivery_id, _ = await send_report(resources, "example.com", RUA)
-    dovecot.append(dsn_mail(POSTFIX, delivery_id), dsn_mail(VACATION, delivery_id), PLAIN)
+    dovecot.append(
+        dsn_mail(resources.bounce_tags(), POSTFIX, delivery_id),
+        dsn_mail(resources.bounce_tags(), VACATION, delivery_id),
+        PLAIN,
+    )
     summary = await intake(resources, dovecot.settings()).run_once()
     assert summary.outcomes == {"bounce_recorded": 1, "auto_reply_ignored": 1, "invalid": 1}
     assert [row[1] for row in await attempt_rows(resources, RUA)] == ["sent", "bounced"]

@@ -23,7 +23,14 @@ REPORT_ADDRESS = "tls-reports@example.com"
 async def listen(res: Resources) -> asyncio.Server:
     """The listener on a free loopback port, storing through the resources' committer."""
     return await start_lmtp(
-        res.inbound_committer, res.resolver, res.pool, res.clock, res.settings, "127.0.0.1", 0
+        res.inbound_committer,
+        res.resolver,
+        res.pool,
+        res.clock,
+        res.settings,
+        res.bounce_tags(),
+        "127.0.0.1",
+        0,
     )
 
 
