@@ -162,8 +162,8 @@ class MailSettings(BaseModel):
     # The From address of outgoing reports; default: derived from contact-info.
     from_: str | None = Field(default=None, alias="from")
     # The envelope sender (MAIL FROM) of report mails, naming the delivery so a bounce
-    # finds it: `bounces@example.com` sends as `bounces+<id>@example.com`, a local part
-    # with `{id}` (`bounces-{id}@example.com`) puts the id there. Unset: the From address.
+    # finds it: `bounces@example.com` sends as `bounces+<id>.<tag>@example.com`, a local
+    # part with `{id}` (`bounces-{id}@example.com`) puts them there. Unset: the From.
     bounce_address: str | None = None
 
     model_config = {"populate_by_name": True}
@@ -183,6 +183,10 @@ class MailSettings(BaseModel):
             raise ValueError("the local part may not hold '+' (the id goes after it)")
         if not _ATEXT_LOCAL_PART.match(local.replace("{id}", "1")):
             raise ValueError("the local part must be dot-separated atext (RFC 5322 §3.2.3)")
+        # The widest id and its tag must fit the 64 octets of RFC 5321 §4.5.3.1.1.
+        widest = (local if "{id}" in local else local + "+{id}").replace("{id}", "9" * 35)
+        if len(widest) > 64:
+            raise ValueError("the local part leaves no room for the delivery id and its tag")
         return value
 
 
