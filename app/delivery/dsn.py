@@ -93,11 +93,6 @@ class Dsn:
         return min(self.recipients, key=lambda b: (not b.permanent, not b.temporary))
 
 
-def parse_message(raw: bytes) -> Message:
-    """The whole message (compat32: no header is parsed further than asked)."""
-    return email.message_from_bytes(raw, policy=email.policy.compat32)
-
-
 def is_dsn(message: Message) -> bool:
     """RFC 6522 / RFC 3464 §2: the top level is a delivery-status report."""
     return (

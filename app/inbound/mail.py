@@ -64,12 +64,22 @@ class FoundReport:
     meta: MailMeta
 
 
-def find_report(raw: bytes) -> FoundReport:
-    """Return the report part of an RFC 5322 message; raise NoReportError."""
+def parse_mail(raw: bytes) -> Message:
+    """The whole RFC 5322 message (compat32: no header is parsed further than asked);
+    raise NoReportError for hostile nesting."""
     try:
-        message = email.message_from_bytes(raw, policy=email.policy.compat32)
+        return email.message_from_bytes(raw, policy=email.policy.compat32)
     except RecursionError:
         raise NoReportError("the mail nests MIME parts too deeply") from None
+
+
+def find_report(raw: bytes) -> FoundReport:
+    """Return the report part of an RFC 5322 message; raise NoReportError."""
+    return find_report_in(parse_mail(raw))
+
+
+def find_report_in(message: Message) -> FoundReport:
+    """Return the report part of a parsed message; raise NoReportError."""
     best: tuple[int, int, Message] | None = None
     for index, part in enumerate(_leaves(message)):
         rank = _rank(part)

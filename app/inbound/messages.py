@@ -16,7 +16,6 @@ Anything else raises `NoReportError`, as a mail without a report always has.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,12 +25,12 @@ from app.clock import Clock
 from app.config import BounceSettings, InboundSettings, MailSettings
 from app.db.pool import Pool
 from app.delivery.bounces import BounceOutcome, record_bounce
-from app.delivery.dsn import is_auto_reply, parse_dsn, parse_message
+from app.delivery.dsn import is_auto_reply, parse_dsn
 from app.delivery.mail import BounceTags, parse_bounce_address
 from app.dns.resolver import TxtResolver
 from app.inbound.group_commit import ReportCommitter
-from app.inbound.mail import NoReportError
-from app.inbound.service import IN_PLACE_BYTES, Receipt, Via, receive_mail
+from app.inbound.mail import NoReportError, parse_mail
+from app.inbound.service import Receipt, Via, off_loop_if_large, receive_mail
 from app.tlsrpt.text import display
 
 log = logging.getLogger(__name__)
@@ -76,10 +75,7 @@ async def receive_message(
 ) -> MessageOutcome:
     """Store, record or ignore one mail (see the module docstring); `recipients` are its
     envelope recipients where the way in knows them (LMTP)."""
-    if len(raw) > IN_PLACE_BYTES:
-        message = await asyncio.to_thread(parse_message, raw)
-    else:
-        message = parse_message(raw)
+    message = await off_loop_if_large(len(raw), parse_mail, raw)
     dsn = parse_dsn(
         message,
         envelope_recipients=tuple(recipients),
@@ -91,7 +87,7 @@ async def receive_message(
         handled = Handled.BOUNCE_DROPPED if bounce.delivery_id is None else Handled.BOUNCE_RECORDED
         return MessageOutcome(handled, bounce=bounce)
     try:
-        receipt = await receive_mail(committer, resolver, inbound, raw, via)
+        receipt = await receive_mail(committer, resolver, inbound, raw, message, via)
     except NoReportError:
         if not is_auto_reply(message):
             raise

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from email.message import Message
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -27,7 +28,7 @@ from app.inbound import store
 from app.inbound.dkimcheck import DkimResult, verify_dkim
 from app.inbound.group_commit import ReportCommitter
 from app.inbound.keys import resolver_key_lookup
-from app.inbound.mail import FoundReport, find_report
+from app.inbound.mail import FoundReport, find_report_in
 from app.inbound.store import ReportFilter as ReportFilter
 from app.tlsrpt.inflate import InflatedTooLargeError, inflate_gzip, is_gzip
 from app.tlsrpt.received import Limits, ReceivedReport
@@ -74,7 +75,7 @@ async def receive_report(
     committer: ReportCommitter, settings: InboundSettings, body: bytes
 ) -> Receipt:
     """A report POSTed to the rua endpoint (RFC 8460 §5.4)."""
-    data, report = await _off_loop_if_large(len(body), read_report_body, body, settings)
+    data, report = await off_loop_if_large(len(body), read_report_body, body, settings)
     return await _store(committer, report, data, Via.HTTPS)
 
 
@@ -83,17 +84,19 @@ async def receive_mail(
     resolver: TxtResolver,
     settings: InboundSettings,
     raw: bytes,
+    message: Message,
     via: Via = Via.MAIL,
 ) -> Receipt:
-    """A whole report mail (RFC 8460 §5.3); raise NoReportError when it holds none."""
-    found = await _off_loop_if_large(len(raw), find_report, raw)
-    data, report = await _off_loop_if_large(len(found.data), read_report_body, found.data, settings)
+    """A whole report mail (RFC 8460 §5.3), `raw` as parsed into `message` by
+    `mail.parse_mail`; raise NoReportError when it holds none."""
+    found = await off_loop_if_large(len(raw), find_report_in, message)
+    data, report = await off_loop_if_large(len(found.data), read_report_body, found.data, settings)
     # DNS before the transaction: no transaction waits on a key lookup.
     dkim = await verify_dkim(raw, resolver_key_lookup(resolver))
     return await _store(committer, report, data, via, found, dkim)
 
 
-async def _off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T:
+async def off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T:
     """Run CPU work on a thread when the input is large, so other requests keep moving
     while a big report inflates and parses; small inputs are cheaper run in place."""
     if size > IN_PLACE_BYTES:

@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from app.delivery.bounces import BounceOutcome, record_bounce
-from app.delivery.dsn import parse_dsn, parse_message
+from app.delivery.dsn import parse_dsn
 from app.delivery.mail import format_bounce_address
 from app.delivery.suppression import add_suppression, list_suppressions
+from app.inbound.mail import parse_mail
 from app.main import create_app
 from app.resources import Resources
 from app.tokens.service import Scope, create_token
@@ -34,7 +35,7 @@ RUA = "mailto:tlsrpt@example.com"
 async def bounce(resources: Resources, raw: bytes) -> BounceOutcome:
     mail = resources.settings.mail
     tags = resources.bounce_tags()
-    dsn = parse_dsn(parse_message(raw), bounce_address=mail.bounce_address, tags=tags)
+    dsn = parse_dsn(parse_mail(raw), bounce_address=mail.bounce_address, tags=tags)
     assert dsn is not None
     return await record_bounce(
         resources.pool, resources.clock, resources.settings.bounces, dsn, tags

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from app.delivery.dsn import is_auto_reply, is_dsn, parse_dsn, parse_message
+from app.delivery.dsn import is_auto_reply, is_dsn, parse_dsn
 from app.delivery.mail import BounceTags, format_bounce_address
+from app.inbound.mail import parse_mail
 
 SAMPLES = Path(__file__).parent.parent / "samples" / "dsn"
 BOUNCES = "bounces@sender.example"
@@ -24,7 +25,7 @@ def sample(name: str) -> bytes:
 
 def test_postfix_user_unknown() -> None:
     dsn = parse_dsn(
-        parse_message(sample("postfix_user-unknown.eml")), bounce_address=BOUNCES, tags=TAGS
+        parse_mail(sample("postfix_user-unknown.eml")), bounce_address=BOUNCES, tags=TAGS
     )
     assert dsn is not None
     assert dsn.reporting_mta == "relay.sender.example"
@@ -49,7 +50,7 @@ def test_postfix_user_unknown() -> None:
 
 def test_exim_mailbox_unavailable() -> None:
     dsn = parse_dsn(
-        parse_message(sample("exim_mailbox-unavailable.eml")), bounce_address=BOUNCES, tags=TAGS
+        parse_mail(sample("exim_mailbox-unavailable.eml")), bounce_address=BOUNCES, tags=TAGS
     )
     assert dsn is not None
     assert dsn.reporting_mta == "smarthost.sender.example"
@@ -62,7 +63,7 @@ def test_exim_mailbox_unavailable() -> None:
 
 
 def test_delayed_is_temporary() -> None:
-    dsn = parse_dsn(parse_message(sample("postfix_delayed.eml")), bounce_address=BOUNCES, tags=TAGS)
+    dsn = parse_dsn(parse_mail(sample("postfix_delayed.eml")), bounce_address=BOUNCES, tags=TAGS)
     assert dsn is not None
     [block] = dsn.recipients
     assert (block.action, block.status) == ("delayed", "4.4.1")
@@ -71,12 +72,12 @@ def test_delayed_is_temporary() -> None:
 
 
 def test_delivery_id_from_the_envelope_recipient_first() -> None:
-    message = parse_message(sample("postfix_user-unknown.eml"))
+    message = parse_mail(sample("postfix_user-unknown.eml"))
     ours = format_bounce_address(BOUNCES, 77, TAGS)
     dsn = parse_dsn(message, envelope_recipients=(ours,), bounce_address=BOUNCES, tags=TAGS)
     assert dsn is not None and dsn.delivery_id == 77
     # Untagged (forged) bounce addresses, in the envelope or the headers, name nothing.
-    untagged = parse_message((SAMPLES / "postfix_user-unknown.eml").read_bytes())
+    untagged = parse_mail((SAMPLES / "postfix_user-unknown.eml").read_bytes())
     forged = ("bounces+77@sender.example",)
     dsn = parse_dsn(untagged, envelope_recipients=forged, bounce_address=BOUNCES, tags=TAGS)
     assert dsn is not None and dsn.delivery_id is None
@@ -88,14 +89,14 @@ def test_delivery_id_from_the_envelope_recipient_first() -> None:
 
 def test_failed_with_4xx_status_is_temporary() -> None:
     raw = sample("postfix_user-unknown.eml").replace(b"Status: 5.1.1", b"Status: 4.4.7")
-    dsn = parse_dsn(parse_message(raw), bounce_address=BOUNCES, tags=TAGS)
+    dsn = parse_dsn(parse_mail(raw), bounce_address=BOUNCES, tags=TAGS)
     assert dsn is not None
     [block] = dsn.recipients
     assert block.temporary and not block.permanent
 
 
 def test_vacation_reply_is_an_auto_reply_not_a_dsn() -> None:
-    message = parse_message(sample("vacation_auto-reply.eml"))
+    message = parse_mail(sample("vacation_auto-reply.eml"))
     assert not is_dsn(message)
     assert parse_dsn(message, bounce_address=BOUNCES, tags=TAGS) is None
     assert is_auto_reply(message)
@@ -117,4 +118,4 @@ def test_vacation_reply_is_an_auto_reply_not_a_dsn() -> None:
 )
 def test_auto_reply_headers(headers: str, auto: bool) -> None:
     raw = f"From: a@b.example\nTo: c@d.example\n{headers}\nSubject: x\n\nbody\n".encode()
-    assert is_auto_reply(parse_message(raw)) is auto
+    assert is_auto_reply(parse_mail(raw)) is auto

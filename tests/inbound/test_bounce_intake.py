@@ -176,3 +176,18 @@ async def test_imap_records_dsns_and_ignores_auto_replies(
     assert [row[1] for row in await attempt_rows(resources, RUA)] == ["sent", "bounced"]
     assert len(dovecot.messages(DONE)) == 2 and len(dovecot.messages(INVALID)) == 1
     assert await inbound_reports(resources) == 0
+
+
+async def test_hostile_nesting_is_a_422_not_a_crash(
+    resources: Resources, pipe: tuple[httpx.AsyncClient, str]
+) -> None:
+    """The one parse of an incoming mail refuses nesting that exhausts the recursion."""
+    head = b"".join(
+        f'--b{i}\r\nContent-Type: multipart/mixed; boundary="b{i + 1}"\r\n\r\n'.encode()
+        for i in range(3000)
+    )
+    raw = b'Content-Type: multipart/mixed; boundary="b0"\r\n\r\n' + head
+    response = await post_mail(pipe, raw)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "no_report"
+    assert await inbound_reports(resources) == 0
