@@ -3,16 +3,16 @@ address is an ordinary mailbox (as parsedmarc does for DMARC).
 
 A round takes the mailbox's lock (a PostgreSQL session advisory lock on a connection of
 its own, so one instance at a time reads a mailbox), connects, and hands each waiting
-message's bytes to `handle` (injected: the entry points store through
-`inbound.service.receive_mail`). A stored report's mail is moved to the done folder, a
-mail that holds no storable report to the invalid folder, with the reason logged; a
-mail whose store failed for a passing reason (the database away) stays for the next
-round. A crash between store and move is harmless: the store acknowledges an
-(organization, report-id) it has as a duplicate and the next round moves the mail.
-Nothing is deleted that was not copied first. `watch` repeats rounds, woken by IDLE
-when the server offers it and at least every poll interval; connection and login
-failures are retried with the one backoff rule. The clock, sleep and jitter are
-injected, so tests do not wait on the real clock.
+message's bytes to `handle` (injected: the entry points use
+`inbound.messages.receive_message`, which stores reports and records bounces). A handled
+mail is moved to the done folder, a mail that holds no storable report to the invalid
+folder, with the reason logged; a mail whose store failed for a passing reason (the
+database away) stays for the next round. A crash between store and move is harmless:
+the store acknowledges an (organization, report-id) it has as a duplicate and the next
+round moves the mail. Nothing is deleted that was not copied first. `watch` repeats
+rounds, woken by IDLE when the server offers it and at least every poll interval;
+connection and login failures are retried with the one backoff rule. The clock, sleep
+and jitter are injected, so tests do not wait on the real clock.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from app.backoff import backoff_seconds
-from app.clock import Clock, system_clock
+from app.clock import Clock
 from app.config import ImapSettings
 from app.db.pool import Pool
 from app.inbound import store
@@ -65,7 +65,8 @@ class MailboxBusyError(Exception):
 
 @dataclass
 class RoundSummary:
-    """What one round did: messages per outcome of `handle` (`stored`, `duplicate`), or
+    """What one round did: messages per outcome of `handle` (`report_stored`, `duplicate`,
+    `bounce_recorded`, ...), or
     `invalid` (moved to the invalid folder), `left` (database away) or `failed` (a bug;
     both stay in the folder)."""
 
@@ -89,7 +90,7 @@ class ImapIntake:
         handle: Handle,
         *,
         max_bytes: int,
-        clock: Clock = system_clock,
+        clock: Clock,
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         mailbox: Callable[[ImapSettings], Mailbox] = Mailbox,
