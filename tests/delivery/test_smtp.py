@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from app.config import SmtpSecurity, SmtpSettings
 from app.delivery.errors import PermanentDeliveryError, TemporaryDeliveryError
-from app.delivery.smtp import SmtpRelay
+from app.delivery.smtp import RELAY_WITHOUT_STARTTLS, SmtpRelay
 from tests.delivery.certs import LoopbackCa
 from tests.delivery.sinks import SmtpHandler, password_authenticator, smtp_sink
 from tests.wait import until
@@ -132,10 +132,13 @@ async def test_starttls_requires_a_trusted_certificate(test_ca: LoopbackCa) -> N
 async def test_starttls_is_never_downgraded() -> None:
     handler = SmtpHandler()
     async with smtp_sink(handler) as port:  # offers no STARTTLS
-        with pytest.raises(TemporaryDeliveryError, match="relay unreachable"):
+        with pytest.raises(TemporaryDeliveryError) as refused:
             await relay(port, security=SmtpSecurity.STARTTLS).send(
                 "a@sender.example", "r@example.com", MESSAGE
             )
+    # Said as it is, naming the setting, not as "relay unreachable".
+    assert refused.value.reason == RELAY_WITHOUT_STARTTLS
+    assert "TLSRPT_SMTP__SECURITY" in refused.value.reason
     assert handler.messages == []
 
 
