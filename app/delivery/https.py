@@ -8,8 +8,8 @@ then goes to the address that passed the check, while TLS (SNI and certificate
 verification) and the Host header still use the URL's name, so a second DNS answer
 (rebinding) can not redirect it. Redirects are never followed. Requests are httpx's; they
 go straight to an httpx transport (by default `OneShotTransport`, a new TLS connection
-per request) whose `sni_hostname` request extension names the host to verify. `fetch` GETs a small body under the same guard (the
-DNS check's MTA-STS policy, RFC 8461 §3.3).
+per request) whose `sni_hostname` request extension names the host to verify. `fetch`
+GETs a small body under the same guard (the DNS check's MTA-STS policy, RFC 8461 §3.3).
 """
 
 from __future__ import annotations

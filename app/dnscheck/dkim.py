@@ -22,13 +22,15 @@ from app.config import Settings
 from app.delivery.mail import sender_address
 from app.delivery.signing import DkimKey, DkimKeyError, load_dkim_key
 from app.dns.resolver import TemporaryDnsError, TxtResolver
-from app.dnscheck.model import Finding, Status
+from app.dnscheck.model import Finding, Status, could_not_check
 from app.tlsrpt.names import normalise_domain
 from app.tlsrpt.record import split_txt_strings
 from app.tlsrpt.report import submitter_domain
 
 KEY_BITS = 2048
-_SELECTOR = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?)*\Z")
+_SELECTOR = re.compile(
+    r"[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?)*\Z"
+)
 
 
 def dkim_name(selector: str, domain: str) -> str:
@@ -106,7 +108,7 @@ async def check_published_key(resolver: TxtResolver, key: DkimKey) -> Finding:
     try:
         answer = await resolver.resolve_txt(name)
     except TemporaryDnsError as exc:
-        return Finding(status=Status.UNKNOWN, subject=subject, message=f"could not check: {exc}")
+        return could_not_check(subject, exc)
     records = [b"".join(strings).decode("latin-1") for strings in answer]
     keys = [r for r in records if "p=" in r]
     if not keys:
@@ -145,8 +147,7 @@ async def check_published_key(resolver: TxtResolver, key: DkimKey) -> Finding:
         return Finding(
             status=Status.FAIL,
             subject=subject,
-            message=f"the DKIM record's service type s={tags['s']} excludes tlsrpt "
-            "(RFC 8460 §3).",
+            message=f"the DKIM record's service type s={tags['s']} excludes tlsrpt (RFC 8460 §3).",
             suggestion=suggestion,
         )
     if published != public_key_der(key.private_key):
@@ -169,7 +170,9 @@ async def check_sending(settings: Settings, resolver: TxtResolver) -> list[Findi
     try:
         domain = submitter_domain(settings.report.contact_info)
     except ValueError as exc:
-        return [Finding(status=Status.FAIL, subject="TLSRPT_REPORT__CONTACT_INFO", message=f"{exc}.")]
+        return [
+            Finding(status=Status.FAIL, subject="TLSRPT_REPORT__CONTACT_INFO", message=f"{exc}.")
+        ]
     findings: list[Finding] = []
     try:
         key = load_dkim_key(domain, settings.dkim.selector, settings.dkim.private_key_file)

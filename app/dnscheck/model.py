@@ -37,6 +37,11 @@ class Finding(BaseModel):
     )
 
 
+def could_not_check(subject: str, exc: Exception) -> Finding:
+    """A DNS failure (timeout, SERVFAIL, lame server): `unknown`, never "missing"."""
+    return Finding(status=Status.UNKNOWN, subject=subject, message=f"could not check: {exc}.")
+
+
 class MxHostCheck(BaseModel):
     host: str = Field(description="The MX host, A-labels.")
     host_unicode: str | None = Field(default=None, description="U-labels, when different.")

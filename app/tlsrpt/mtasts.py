@@ -29,7 +29,9 @@ _EXT_VALUE = re.compile(r"[\x21-\x3a\x3c\x3e-\x7e]+\Z")
 # RFC 8461 §3.2: sts-policy-field-name = 1*32(ALPHA / DIGIT / "_" / "-" / ".")
 _FIELD_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 # RFC 8461 §3.2: sts-policy-mx-value = ["*."] Domain
-_MX_PATTERN = re.compile(r"(\*\.)?([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9-]+\Z")
+_MX_PATTERN = re.compile(
+    r"(\*\.)?([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9-]+\Z"
+)
 
 
 class StsSyntaxError(ValueError):
