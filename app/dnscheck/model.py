@@ -104,9 +104,13 @@ class DnsCheckResult(BaseModel):
 
     @property
     def exit_code(self) -> int:
-        """0 all good (warnings allowed), 1 something fails, 2 could not check."""
-        if self.status is Status.FAIL:
-            return 1
-        if self.status is Status.UNKNOWN:
-            return 2
-        return 0
+        return exit_status(self.status)
+
+
+def exit_status(status: Status) -> int:
+    """0 all good (warnings allowed), 1 something fails, 2 could not check."""
+    if status is Status.FAIL:
+        return 1
+    if status is Status.UNKNOWN:
+        return 2
+    return 0
