@@ -52,6 +52,7 @@ from app.tlsrpt.record import (
 from app.tlsrpt.report import submitter_domain
 
 T = TypeVar("T")
+MAX_NAME = 253  # RFC 1035 §2.3.4: 255 octets on the wire, 253 characters as text
 
 
 class CheckResolver(Protocol):
@@ -303,6 +304,8 @@ def _host_tlsrpt(
     result: MxHostCheck, answer: list[tuple[bytes, ...]] | TemporaryDnsError, rua: list[str]
 ) -> list[Finding]:
     name = tlsrpt_name(result.host).rstrip(".")
+    if len(name) > MAX_NAME:
+        return [_too_long(name)] if result.tlsa else []
     if isinstance(answer, TemporaryDnsError):
         return [could_not_check(name, answer)]
     result.tlsrpt_record = _record_text(answer)
@@ -337,6 +340,9 @@ async def _check_tlsrpt(
 ) -> TlsrptCheck:
     name = tlsrpt_name(domain).rstrip(".")
     result = TlsrptCheck()
+    if len(name) > MAX_NAME:
+        result.findings.append(_too_long(name))
+        return result
     try:
         answer = await resolver.resolve_txt(name + ".")
     except TemporaryDnsError as exc:
@@ -431,6 +437,15 @@ async def _check_rua(
         status=Status.OK,
         subject=subject,
         message=f"rua {uri.uri}{ours}: {host} resolves to a public address.",
+    )
+
+
+def _too_long(name: str) -> Finding:
+    return Finding(
+        status=Status.FAIL,
+        subject=name[:60] + "...",
+        message=f"{name[:60]}... is {len(name)} characters, over the DNS limit of "
+        f"{MAX_NAME}: no TLSRPT record can be published there.",
     )
 
 
