@@ -165,6 +165,30 @@ async def check_published_key(resolver: TxtResolver, key: DkimKey) -> Finding:
     )
 
 
+async def check_dkim(settings: Settings, resolver: TxtResolver) -> Finding:
+    """The configured DKIM key: set, readable, and published unchanged in DNS.
+
+    One finding: `ok` when DNS publishes the configured key; `fail` when no key is
+    configured, the file is unusable, or DNS publishes none or another key; `unknown`
+    when DNS can not answer now. (For alerts that watch "DKIM key does not match DNS".)
+    """
+    try:
+        domain = submitter_domain(settings.report.contact_info)
+        key = load_dkim_key(domain, settings.dkim.selector, settings.dkim.private_key_file)
+    except (ValueError, DkimKeyError) as exc:
+        return Finding(
+            status=Status.FAIL, subject="TLSRPT_DKIM__PRIVATE_KEY_FILE", message=f"{exc}."
+        )
+    if key is None:
+        return Finding(
+            status=Status.FAIL,
+            subject="TLSRPT_DKIM__SELECTOR",
+            message="no DKIM key is configured: mail reports are not sent; make one "
+            "with `tlsrpt dkim-key generate`.",
+        )
+    return await check_published_key(resolver, key)
+
+
 async def check_sending(settings: Settings, resolver: TxtResolver) -> list[Finding]:
     """The sending side: DKIM key configured, readable and published; From aligned."""
     try:
@@ -173,28 +197,7 @@ async def check_sending(settings: Settings, resolver: TxtResolver) -> list[Findi
         return [
             Finding(status=Status.FAIL, subject="TLSRPT_REPORT__CONTACT_INFO", message=f"{exc}.")
         ]
-    findings: list[Finding] = []
-    try:
-        key = load_dkim_key(domain, settings.dkim.selector, settings.dkim.private_key_file)
-    except DkimKeyError as exc:
-        key = None
-        findings.append(
-            Finding(status=Status.FAIL, subject="TLSRPT_DKIM__PRIVATE_KEY_FILE", message=f"{exc}.")
-        )
-    else:
-        if key is None:
-            findings.append(
-                Finding(
-                    status=Status.FAIL,
-                    subject="TLSRPT_DKIM__SELECTOR",
-                    message="no DKIM key is configured: mail reports are not sent; make one "
-                    "with `tlsrpt dkim-key generate`.",
-                )
-            )
-        else:
-            findings.append(await check_published_key(resolver, key))
-    findings.append(_alignment(settings, domain))
-    return findings
+    return [await check_dkim(settings, resolver), _alignment(settings, domain)]
 
 
 def _alignment(settings: Settings, dkim_domain: str) -> Finding:
