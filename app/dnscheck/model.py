@@ -39,7 +39,10 @@ class Finding(BaseModel):
 
 def could_not_check(subject: str, exc: Exception) -> Finding:
     """A DNS failure (timeout, SERVFAIL, lame server): `unknown`, never "missing"."""
-    return Finding(status=Status.UNKNOWN, subject=subject, message=f"could not check: {exc}.")
+    reason = str(exc)
+    for prefix in (subject + ": ", subject + ".: "):
+        reason = reason.removeprefix(prefix)
+    return Finding(status=Status.UNKNOWN, subject=subject, message=f"could not check: {reason}.")
 
 
 class MxHostCheck(BaseModel):
