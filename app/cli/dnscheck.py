@@ -174,7 +174,6 @@ def _doctor(args: argparse.Namespace) -> int:
                 database_url=url,
                 expected_heads=expected_heads(),
                 resolver=resolver,
-                clock=system_clock,
                 domains=domains,
             )
         )

@@ -114,7 +114,7 @@ class SmtpRelay:
                 await client.starttls()
                 await client.ehlo()  # RFC 3207 §4.2: forget what was said before TLS
             if s.username:
-                if not client.supports_extension("auth"):
+                if not client.supports_extension("auth") or not client.server_auth_methods:
                     raise RelayConfigurationError(RELAY_WITHOUT_AUTH)
                 password = s.password.get_secret_value() if s.password is not None else ""
                 await client.login(s.username, password)

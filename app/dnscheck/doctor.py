@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from app.clock import Clock
 from app.config import Settings
 from app.db.migrate import current_heads
 from app.db.pool import Pool, open_pool
@@ -22,7 +21,7 @@ from app.delivery.errors import DeliveryError
 from app.delivery.smtp import SmtpRelay
 from app.dnscheck.dkim import check_sending
 from app.dnscheck.model import Finding, Status, worst
-from app.dnscheck.service import CheckResolver, check_domain, own_rua
+from app.dnscheck.service import CheckResolver, check_tlsrpt, own_rua
 from app.tlsrpt.report import submitter_domain
 from app.tokens.service import Authenticator, Scope
 
@@ -38,9 +37,7 @@ async def run_doctor(
     database_url: str,
     expected_heads: frozenset[str],
     resolver: CheckResolver,
-    clock: Clock,
     domains: Sequence[str] = (),
-    https_port: int = 443,
 ) -> DoctorResult:
     findings: list[Finding] = []
     pool = await _database(settings, database_url, expected_heads, findings)
@@ -50,7 +47,7 @@ async def run_doctor(
         findings += await check_sending(settings, resolver)
         findings += await _own_rua(settings, pool)
         for domain in domains:
-            findings += await _published_rua(settings, resolver, clock, domain, https_port)
+            findings += await _published_rua(settings, resolver, domain)
     finally:
         if pool is not None:
             await pool.close()
@@ -171,19 +168,16 @@ async def _own_rua(settings: Settings, pool: Pool | None) -> list[Finding]:
     return findings
 
 
-async def _published_rua(
-    settings: Settings, resolver: CheckResolver, clock: Clock, domain: str, https_port: int
-) -> list[Finding]:
-    check = await check_domain(
-        domain, resolver=resolver, settings=settings, clock=clock, https_port=https_port
-    )
-    findings = list(check.tlsrpt.findings)
-    ours = set(own_rua(settings))
-    if ours and check.tlsrpt.rua and not ours & set(check.tlsrpt.rua):
+async def _published_rua(settings: Settings, resolver: CheckResolver, domain: str) -> list[Finding]:
+    rua = own_rua(settings)
+    check = await check_tlsrpt(resolver, domain, rua)
+    findings = list(check.findings)
+    ours = set(rua)
+    if ours and check.rua and not ours & set(check.rua):
         findings.append(
             Finding(
                 status=Status.WARN,
-                subject=f"_smtp._tls.{check.domain}",
+                subject=f"_smtp._tls.{domain}",
                 message="the published record sends no reports to this service "
                 f"({', '.join(sorted(ours))}).",
             )

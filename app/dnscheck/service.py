@@ -143,7 +143,7 @@ async def check_domain(
     poster = HttpsPoster(https, resolver, transport=https_transport)
     try:
         tlsrpt, mta_sts = await asyncio.gather(
-            _check_tlsrpt(resolver, domain, rua, settings),
+            check_tlsrpt(resolver, domain, rua),
             check_mta_sts(
                 domain,
                 [h.host for h in mx_checks],
@@ -335,9 +335,9 @@ def _host_tlsrpt(
     return [Finding(status=Status.OK, subject=name, message="the host's TLSRPT record is valid.")]
 
 
-async def _check_tlsrpt(
-    resolver: CheckResolver, domain: str, rua: list[str], settings: Settings
-) -> TlsrptCheck:
+async def check_tlsrpt(resolver: CheckResolver, domain: str, rua: list[str]) -> TlsrptCheck:
+    """`_smtp._tls.<domain>` and each of its rua; a missing or broken record comes with
+    one that sends reports to `rua` (this service's own)."""
     name = tlsrpt_name(domain).rstrip(".")
     result = TlsrptCheck()
     if len(name) > MAX_NAME:

@@ -4,15 +4,17 @@ and this service's own rua."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
+from aiosmtpd.smtp import SMTP
 from pydantic import SecretStr
 
 from app.config import DkimSettings, InboundSettings, SmtpSecurity, SmtpSettings
 from app.db.migrate import expected_heads
 from app.db.pool import open_pool
-from app.delivery.smtp import RELAY_WITHOUT_STARTTLS
+from app.delivery.smtp import RELAY_WITHOUT_AUTH, RELAY_WITHOUT_STARTTLS
 from app.dns.resolver import DnsResolver
 from app.dnscheck.dkim import generate_key
 from app.dnscheck.doctor import check_relay, run_doctor
@@ -63,6 +65,28 @@ async def test_relay_checks_say_what_is_wrong(mx_ca: LoopbackCa) -> None:
     assert no_tls.message == RELAY_WITHOUT_STARTTLS + "."
     assert "unreachable" not in no_tls.message
 
+    # A relay that offers no AUTH mechanism while a username is configured.
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(
+            SmtpHandler(),
+            hostname="noauth.test",
+            tls_context=mx_ca.server_context(),
+            auth_exclude_mechanism=["LOGIN", "PLAIN"],
+        ),
+        "127.0.0.1",
+        0,
+    )
+    try:
+        no_auth = server.sockets[0].getsockname()[1]
+        without_auth = await check_relay(
+            check_settings(1, mx_ca, smtp=relay_settings(no_auth, mx_ca, **good))
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert without_auth.message == RELAY_WITHOUT_AUTH + "."
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]  # bound, never listening
@@ -76,12 +100,19 @@ async def test_doctor_end_to_end(database_url: str, mx_ca: LoopbackCa, tmp_path:
     key = tmp_path / "dkim.pem"
     line = generate_key("sender.test", "tlsrpt1", key)
     value = line.split(" IN TXT ", 1)[1]
-    zone = ZoneData(absolute({("tlsrpt1._domainkey.sender.test", "TXT"): [value]}))
     pool = await open_pool(database_url, check_settings(1, mx_ca).database)
     try:
         token = await create_token(pool, "rua", [Scope.INBOUND], clock=FakeClock())
     finally:
         await pool.close()
+    ours = f"https://tlsrpt.reports.test/v1/tlsrpt/{token}"
+    records = {
+        ("tlsrpt1._domainkey.sender.test", "TXT"): [value],
+        ("tlsrpt.reports.test", "A"): ["93.184.215.14"],
+        ("_smtp._tls.mine.test", "TXT"): [f'"v=TLSRPTv1; rua={ours}"'],
+        ("_smtp._tls.other.test", "TXT"): ['"v=TLSRPTv1; rua=https://tlsrpt.reports.test/x"'],
+    }
+    zone = ZoneData(absolute(records))
     async with smtp_sink(SmtpHandler(), tls_context=mx_ca.server_context()) as port:
         with zone_server(zone) as dns_port:
             settings = check_settings(
@@ -96,7 +127,7 @@ async def test_doctor_end_to_end(database_url: str, mx_ca: LoopbackCa, tmp_path:
                 database_url=database_url,
                 expected_heads=expected_heads(),
                 resolver=DnsResolver(settings.dns),
-                clock=FakeClock(),
+                domains=["mine.test", "other.test"],
             )
             assert [(f.subject, f.status) for f in result.findings] == [
                 ("database", Status.OK),
@@ -105,8 +136,13 @@ async def test_doctor_end_to_end(database_url: str, mx_ca: LoopbackCa, tmp_path:
                 ("tlsrpt1._domainkey.sender.test", Status.OK),
                 ("TLSRPT_MAIL__FROM", Status.OK),
                 ("TLSRPT_INBOUND__RUA_TOKEN", Status.OK),
+                ("_smtp._tls.mine.test", Status.OK),
+                ("_smtp._tls.other.test", Status.OK),
+                ("_smtp._tls.other.test", Status.WARN),
             ]
-            assert result.status is Status.OK
+            assert "(this service)" in result.findings[6].message
+            assert "sends no reports to this service" in result.findings[8].message
+            assert result.status is Status.WARN
 
             unknown_token = settings.model_copy(
                 update={"inbound": InboundSettings(rua_token=SecretStr("not-a-token"))}
@@ -116,7 +152,6 @@ async def test_doctor_end_to_end(database_url: str, mx_ca: LoopbackCa, tmp_path:
                 database_url=database_url,
                 expected_heads=frozenset({"some-later-revision"}),
                 resolver=DnsResolver(settings.dns),
-                clock=FakeClock(),
             )
     findings = {f.subject: f for f in result.findings}
     assert "not at the expected revision" in findings["database"].message
@@ -135,7 +170,6 @@ async def test_doctor_with_the_database_away(mx_ca: LoopbackCa) -> None:
             database_url=f"postgresql://postgres@127.0.0.1:{closed}/none",
             expected_heads=expected_heads(),
             resolver=DnsResolver(settings.dns),
-            clock=FakeClock(),
         )
     findings = {f.subject: f for f in result.findings}
     assert findings["database"].status is Status.FAIL
