@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from app.dns.resolver import DnsResolver
 from app.dnscheck.model import DomainCheck, Finding, Status
 from app.dnscheck.service import check_domain, check_domains
 from tests.clock import FakeClock
-from tests.delivery.certs import LoopbackCa
+from tests.delivery.certs import LoopbackCa, make_test_ca
 from tests.delivery.sinks import SmtpHandler, smtp_sink
 from tests.dnscheck.conftest import PolicyServer, check_settings, spki_sha256
 from tests.dnscheck.zone_server import ZoneData, absolute, zone_server
@@ -322,7 +323,7 @@ async def test_lookups_go_only_to_the_configured_nameserver(
 
 
 async def test_probe_without_starttls_and_with_an_expiring_certificate(
-    zone: tuple[ZoneData, int], mx_ca: LoopbackCa, tmp_path: object
+    zone: tuple[ZoneData, int], mx_ca: LoopbackCa
 ) -> None:
     async with smtp_sink(SmtpHandler()) as plain_port:  # offers no STARTTLS
         check = await run("bad.test", zone, mx_ca, probe=True, smtp_port=plain_port)
@@ -356,3 +357,41 @@ async def test_probe_of_a_closed_port_could_not_check(
         check = await run("bad.test", zone, mx_ca, probe=True, smtp_port=closed)
     probe = [f for f in check.mx_hosts[0].findings if "could not probe" in f.message]
     assert probe and probe[0].status is Status.UNKNOWN
+
+
+async def test_probe_judges_the_certificate_as_mta_sts_and_dane_senders_do(
+    zone: tuple[ZoneData, int],
+    mx_ca: LoopbackCa,
+    policy_server: tuple[PolicyServer, int],
+    tmp_path: Path,
+) -> None:
+    _, https_port = policy_server
+    stranger = make_test_ca(tmp_path, ("other.test",), valid_days=90)
+    async with smtp_sink(SmtpHandler(), tls_context=stranger.server_context()) as port:
+        check = await run(
+            "good.test", zone, mx_ca, https_port=https_port, probe=True, smtp_port=port
+        )
+    mx1 = check.mx_hosts[0]
+    untrusted = [f for f in mx1.findings if "does not verify" in f.message]
+    assert untrusted and untrusted[0].status is Status.FAIL  # the policy is enforce
+    mismatch = [f for f in mx1.findings if "matches none of its TLSA records" in f.message]
+    assert mismatch and mismatch[0].status is Status.FAIL
+
+    async with smtp_sink(SmtpHandler(), tls_context=mx_ca.server_context()) as port:
+        dane = await run("bad.test", zone, mx_ca, probe=True, smtp_port=port)
+        settings = check_settings(zone[1], mx_ca)
+        expired = await check_domain(
+            "good.test",
+            resolver=DnsResolver(settings.dns),
+            settings=settings,
+            clock=FakeClock(datetime.now(UTC) + timedelta(days=91)),
+            probe=True,
+            smtp_port=port,
+        )
+    [host] = dane.mx_hosts  # trusted, but its TLSA record names another key
+    assert [
+        f.status for f in host.findings if "TLSA records" in f.message and "matches" in f.message
+    ] == [Status.FAIL]
+    assert any(
+        f.status is Status.FAIL and "has expired" in f.message for f in expired.mx_hosts[0].findings
+    )
