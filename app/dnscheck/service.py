@@ -52,6 +52,8 @@ from app.tlsrpt.record import (
 from app.tlsrpt.report import submitter_domain
 
 T = TypeVar("T")
+# A hostile zone may list hundreds of MX hosts: each costs lookups (and a probe).
+MAX_MX_HOSTS = 16
 MAX_NAME = 253  # RFC 1035 §2.3.4: 255 octets on the wire, 253 characters as text
 
 
@@ -218,13 +220,35 @@ async def _mx_hosts(
             )
         ], []
     if hosts:
-        return [
-            Finding(
-                status=Status.OK,
-                subject=domain,
-                message=f"{len(hosts)} MX host(s): {', '.join(h for h, _ in hosts)}.",
+        findings, valid = [], []
+        for host, preference in hosts:
+            try:
+                valid.append((normalise_domain(host), preference))
+            except ValueError as exc:
+                findings.append(
+                    Finding(
+                        status=Status.FAIL,
+                        subject=domain,
+                        message=f"MX host {host[:80]!r} is not a host name ({exc}): senders "
+                        "can not deliver to it.",
+                    )
+                )
+        if len(valid) > MAX_MX_HOSTS:
+            findings.append(
+                Finding(
+                    status=Status.WARN,
+                    subject=domain,
+                    message=f"{len(valid)} MX hosts; only the first {MAX_MX_HOSTS} by "
+                    "preference are checked.",
+                )
             )
-        ], hosts
+            valid = valid[:MAX_MX_HOSTS]
+        names = ", ".join(h for h, _ in valid)
+        findings.insert(
+            0,
+            Finding(status=Status.OK, subject=domain, message=f"{len(valid)} MX host(s): {names}."),
+        )
+        return findings, valid
     try:
         addresses = await resolver.resolve_addresses(domain)
     except TemporaryDnsError as exc:

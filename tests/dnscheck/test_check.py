@@ -82,6 +82,8 @@ def make_zone(ca: LoopbackCa) -> ZoneData:
             (MX_IDN, "A"): [PUBLIC],
             ("implicit.test", "A"): [PUBLIC],
             ("null.test", "MX"): ["0 ."],
+            ("many.test", "MX"): [f"{n} mx{n}.many.test." for n in range(40)]
+            + ["5 bad\\032name.many.test."],
         }
     )
     secure = {"_25._tcp.mx1.good.test."}
@@ -290,6 +292,16 @@ async def test_implicit_and_null_mx(zone: tuple[ZoneData, int], mx_ca: LoopbackC
     assert [h.host for h in implicit.mx_hosts] == ["implicit.test"]
     null = await run("null.test", zone, mx_ca)
     assert "null MX" in null.findings[0].message and null.mx_hosts == []
+
+
+async def test_hostile_mx_sets(zone: tuple[ZoneData, int], mx_ca: LoopbackCa) -> None:
+    check = await run("many.test", zone, mx_ca)
+    assert len(check.mx_hosts) == 16
+    assert [h.host for h in check.mx_hosts[:2]] == ["mx0.many.test", "mx1.many.test"]
+    messages = [f.message for f in check.findings]
+    assert messages[0].startswith("16 MX host(s): mx0.many.test, mx1.many.test,")
+    assert any("'bad\\\\032name.many.test' is not a host name" in m for m in messages)
+    assert "40 MX hosts; only the first 16 by preference are checked." in messages
 
 
 async def test_names_up_to_the_dns_limits(zone: tuple[ZoneData, int], mx_ca: LoopbackCa) -> None:
