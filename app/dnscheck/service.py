@@ -46,6 +46,7 @@ from app.tlsrpt.record import (
     ReportUri,
     format_record,
     is_tlsrpt,
+    parse_record,
     select_record,
     split_txt_strings,
 )
@@ -138,22 +139,22 @@ async def check_domain(
     (senders use 25 and 443); `https_transport` likewise."""
     domain = normalise_domain(domain)
     rua = own_rua(settings)
-    findings, hosts = await _mx_hosts(resolver, domain)
-    mx_checks = await asyncio.gather(*(_check_host(resolver, h, p, rua) for h, p in hosts))
-    dane = any(h.tlsa for h in mx_checks)
+    (findings, hosts), tlsrpt = await asyncio.gather(
+        _mx_hosts(resolver, domain), check_tlsrpt(resolver, domain, rua)
+    )
+    # A DANE host's own record: to this service, else where the domain's reports go.
+    host_rua = rua or _usable_rua(tlsrpt.record)
+    mx_checks = await asyncio.gather(*(_check_host(resolver, h, p, host_rua) for h, p in hosts))
     https = settings.https.model_copy(update={"verify_certificates": True})
     poster = HttpsPoster(https, resolver, transport=https_transport)
     try:
-        tlsrpt, mta_sts = await asyncio.gather(
-            check_tlsrpt(resolver, domain, rua),
-            check_mta_sts(
-                domain,
-                [h.host for h in mx_checks],
-                resolver=resolver,
-                poster=poster,
-                dane=dane,
-                port=https_port,
-            ),
+        mta_sts = await check_mta_sts(
+            domain,
+            [h.host for h in mx_checks],
+            resolver=resolver,
+            poster=poster,
+            dane=any(h.tlsa for h in mx_checks),
+            port=https_port,
         )
     finally:
         await poster.aclose()
@@ -477,6 +478,16 @@ def _suggest(name: str, rua: list[str]) -> str | None:
     if not rua:
         return None
     return format_txt_line(name, format_record(rua))
+
+
+def _usable_rua(record: str | None) -> list[str]:
+    """The usable rua of a published record's text ([] when none or not valid)."""
+    if record is None:
+        return []
+    try:
+        return [u.uri for u in parse_record(record).usable_rua]
+    except RecordError:
+        return []
 
 
 def _record_text(answer: list[tuple[bytes, ...]]) -> str | None:

@@ -188,6 +188,30 @@ async def test_missing_records_come_with_the_lines_to_publish(
     assert "matched by no mx pattern" in unmatched.message
 
 
+async def test_without_an_own_rua_a_dane_host_is_told_the_domains_rua(
+    zone: tuple[ZoneData, int], mx_ca: LoopbackCa
+) -> None:
+    from app.config import InboundSettings
+
+    records = zone[0].records
+    records["_smtp._tls.bad.test.", "TXT"] = ['"v=TLSRPTv1; rua=mailto:r@reports.test"']
+    settings = check_settings(zone[1], mx_ca, public_url=None, inbound=InboundSettings())
+    check = await check_domain(
+        "bad.test", resolver=DnsResolver(settings.dns), settings=settings, clock=FakeClock()
+    )
+    per_host = by_subject(check.mx_hosts[0].findings, "_smtp._tls.mx.bad.test")[0]
+    assert per_host.suggestion == (
+        '_smtp._tls.mx.bad.test. IN TXT "v=TLSRPTv1; rua=mailto:r@reports.test"'
+    )
+    del records["_smtp._tls.bad.test.", "TXT"]
+    check = await check_domain(
+        "bad.test", resolver=DnsResolver(settings.dns), settings=settings, clock=FakeClock()
+    )
+    [missing] = check.tlsrpt.findings
+    assert missing.suggestion is None
+    assert "set TLSRPT_INBOUND__RUA_ADDRESS, or TLSRPT_PUBLIC_URL and" in missing.message
+
+
 async def test_rua_destinations_are_checked(zone: tuple[ZoneData, int], mx_ca: LoopbackCa) -> None:
     check = await run("privrua.test", zone, mx_ca)
     messages = {f.message: f.status for f in check.tlsrpt.findings}
