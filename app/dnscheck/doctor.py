@@ -21,8 +21,7 @@ from app.delivery.errors import DeliveryError
 from app.delivery.smtp import SmtpRelay
 from app.dnscheck.dkim import check_sending
 from app.dnscheck.model import Finding, Status, worst
-from app.dnscheck.service import CheckResolver, check_tlsrpt, own_rua
-from app.tlsrpt.report import submitter_domain
+from app.dnscheck.service import CheckResolver, check_tlsrpt, helo_name, own_rua
 from app.tokens.service import Authenticator, Scope
 
 
@@ -98,11 +97,7 @@ def _switch(settings: Settings) -> Finding:
 
 async def check_relay(settings: Settings) -> Finding:
     """The relay as a delivery meets it: one connection, EHLO, TLS, AUTH, QUIT."""
-    try:
-        helo = submitter_domain(settings.report.contact_info)
-    except ValueError:
-        helo = "localhost"
-    relay = SmtpRelay(settings.smtp, helo_name=helo)
+    relay = SmtpRelay(settings.smtp, helo_name=helo_name(settings))
     try:
         done = await relay.check()
     except DeliveryError as exc:

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Sequence
 from typing import Protocol, TypeVar
 
 import dns.rdata
-import httpx
 
 from app.clock import Clock
 from app.config import Settings
@@ -100,7 +99,6 @@ async def check_domains(
     sending: bool = False,
     smtp_port: int = SMTP_PORT,
     https_port: int = HTTPS_PORT,
-    https_transport: httpx.AsyncBaseTransport | None = None,
 ) -> DnsCheckResult:
     """Check each domain (A-labels or U-labels; ValueError names a bad one)."""
     names = [normalise_domain(d) for d in domains]
@@ -115,7 +113,6 @@ async def check_domains(
                 sending=sending,
                 smtp_port=smtp_port,
                 https_port=https_port,
-                https_transport=https_transport,
             )
             for name in dict.fromkeys(names)
         )
@@ -133,10 +130,9 @@ async def check_domain(
     sending: bool = False,
     smtp_port: int = SMTP_PORT,
     https_port: int = HTTPS_PORT,
-    https_transport: httpx.AsyncBaseTransport | None = None,
 ) -> DomainCheck:
     """The whole check of one domain. `smtp_port` and `https_port` are for tests only
-    (senders use 25 and 443); `https_transport` likewise."""
+    (senders use 25 and 443)."""
     domain = normalise_domain(domain)
     rua = own_rua(settings)
     (findings, hosts), tlsrpt = await asyncio.gather(
@@ -146,7 +142,7 @@ async def check_domain(
     host_rua = rua or _usable_rua(tlsrpt.record)
     mx_checks = await asyncio.gather(*(_check_host(resolver, h, p, host_rua) for h, p in hosts))
     https = settings.https.model_copy(update={"verify_certificates": True})
-    poster = HttpsPoster(https, resolver, transport=https_transport)
+    poster = HttpsPoster(https, resolver)
     try:
         mta_sts = await check_mta_sts(
             domain,
@@ -160,7 +156,7 @@ async def check_domain(
         await poster.aclose()
     if probe:
         options = ProbeSettings(
-            helo=_helo(settings),
+            helo=helo_name(settings),
             timeout=min(settings.smtp.timeout_seconds, 30.0),
             allowed=settings.https.allowed_networks,
             ca_file=str(settings.https.ca_file) if settings.https.ca_file else None,
@@ -192,7 +188,8 @@ async def check_domain(
     return result
 
 
-def _helo(settings: Settings) -> str:
+def helo_name(settings: Settings) -> str:
+    """The name this service greets SMTP servers with: the submitter domain."""
     try:
         return submitter_domain(settings.report.contact_info)
     except ValueError:
