@@ -45,6 +45,11 @@ RELAY_WITHOUT_AUTH = (
     "authentication on the relay"
 )
 
+RELAY_CERTIFICATE_NOT_VERIFIED = (
+    "the relay's TLS certificate does not verify: set TLSRPT_SMTP__CA_FILE to the CA that "
+    "issued it, or TLSRPT_SMTP__HOST to the name it is issued for"
+)
+
 
 class RelayConfigurationError(Exception):
     """The relay does not offer what the settings ask for; the message says which."""
@@ -219,6 +224,10 @@ def _delivery_error(exc: BaseException) -> DeliveryError | None:
         )
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return _classify("relay refused the message", exc.code, exc.message)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return TemporaryDeliveryError(
+            RELAY_CERTIFICATE_NOT_VERIFIED, excerpt=exc.verify_message or str(exc)
+        )
     if isinstance(exc, aiosmtplib.SMTPTimeoutError):
         return TemporaryDeliveryError("relay timed out", excerpt=str(exc))
     if isinstance(exc, aiosmtplib.SMTPException | OSError):
