@@ -14,7 +14,11 @@ from pydantic import SecretStr
 from app.config import DkimSettings, InboundSettings, SmtpSecurity, SmtpSettings
 from app.db.migrate import expected_heads
 from app.db.pool import open_pool
-from app.delivery.smtp import RELAY_WITHOUT_AUTH, RELAY_WITHOUT_STARTTLS
+from app.delivery.smtp import (
+    RELAY_CERTIFICATE_NOT_VERIFIED,
+    RELAY_WITHOUT_AUTH,
+    RELAY_WITHOUT_STARTTLS,
+)
 from app.dns.resolver import DnsResolver
 from app.dnscheck.dkim import generate_key
 from app.dnscheck.doctor import check_relay, run_doctor
@@ -45,6 +49,9 @@ async def test_relay_checks_say_what_is_wrong(mx_ca: LoopbackCa) -> None:
     good = {"username": "reporter", "password": SecretStr("s3cret-pw")}
     async with smtp_sink(handler, tls_context=mx_ca.server_context(), authenticator=auth) as port:
         ok = await check_relay(check_settings(1, mx_ca, smtp=relay_settings(port, mx_ca, **good)))
+        untrusted = await check_relay(
+            check_settings(1, mx_ca, smtp=relay_settings(port, mx_ca, ca_file=None, **good))
+        )
         wrong = {"username": "reporter", "password": SecretStr("wrong-pw")}
         refused = await check_relay(
             check_settings(1, mx_ca, smtp=relay_settings(port, mx_ca, **wrong))
@@ -54,6 +61,7 @@ async def test_relay_checks_say_what_is_wrong(mx_ca: LoopbackCa) -> None:
         f"relay: connected to localhost:{port} (starttls), EHLO accepted, TLS certificate "
         "verified, AUTH accepted for reporter."
     )
+    assert untrusted.message.startswith(RELAY_CERTIFICATE_NOT_VERIFIED)
     assert refused.status is Status.FAIL
     assert refused.message.startswith("relay refused our credentials (5.7.8")
     assert "wrong-pw" not in refused.message
