@@ -255,6 +255,22 @@ class InboundSettings(BaseModel):
     lmtp_recipients: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     _split = field_validator("lmtp_recipients", mode="before")(_split_csv)
+    # Where others send reports about our domains, for the records `tlsrpt dns-check`
+    # suggests: a mailbox this service reads (LMTP, IMAP) ...
+    rua_address: str | None = None
+    # ... and/or an `inbound` token: rua=https://<TLSRPT_PUBLIC_URL>/v1/tlsrpt/<token>.
+    # The token is published in DNS by design, yet it is kept out of logs.
+    rua_token: SecretStr | None = None
+
+    @field_validator("rua_address")
+    @classmethod
+    def _check_rua_address(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        local, at, domain = value.strip().removeprefix("mailto:").rpartition("@")
+        if not at or not local or "." not in domain:
+            raise ValueError(f"{value!r} is not local-part@domain")
+        return f"{local}@{domain.lower()}"
 
 
 class ImapSecurity(StrEnum):
@@ -352,6 +368,9 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.JSON
     # False keeps collecting and building reports but sends nothing.
     send_reports: bool = True
+    # The https base URL others reach this service at (for the rua `tlsrpt dns-check`
+    # suggests), e.g. https://tlsrpt.example.org
+    public_url: str | None = None
 
     database: DatabaseSettings = DatabaseSettings()
     ingest: IngestSettings = IngestSettings()
@@ -375,6 +394,16 @@ class Settings(BaseSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"{value!r} is not an https://host[/path] URL")
+        return value.strip().rstrip("/")
 
     @model_validator(mode="after")
     def _check_pool(self) -> Settings:

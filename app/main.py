@@ -21,6 +21,7 @@ from pydantic.json_schema import models_json_schema
 from app.api import (
     days,
     deliveries,
+    dns,
     health,
     inbound,
     ingest,
@@ -102,6 +103,7 @@ def create_app(
     app.include_router(deliveries.router)
     app.include_router(suppressions.router)
     app.include_router(inbound.router)
+    app.include_router(dns.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def _metrics() -> Response:

@@ -14,6 +14,7 @@ from app.delivery.mail import BounceTags
 from app.delivery.senders import Senders, check_dkim_key, open_senders
 from app.delivery.signing import DkimKeyError
 from app.dns.resolver import DnsResolver, TxtResolver
+from app.dnscheck.service import CheckResolver
 from app.inbound.group_commit import ReportCommitter
 from app.ingest.service import IngestCommitter
 from app.tokens.service import Authenticator
@@ -33,6 +34,9 @@ class Resources:
     # SMTP relay, HTTPS poster, DKIM key: opened by `open_senders` on first use (a bad
     # DKIM key then stops the scheduler's start); tests pass senders aimed at loopback.
     senders: Senders | None = None
+    # The DNS check's resolver (MX, TLSA with the AD bit); None: one on the settings,
+    # made on first use. Tests pass one aimed at a loopback DNS server.
+    dns_check_resolver: CheckResolver | None = None
     authenticator: Authenticator = field(init=False)
     committer: IngestCommitter = field(init=False)
     inbound_committer: ReportCommitter = field(init=False)
@@ -55,6 +59,12 @@ class Resources:
                 key = None  # the scheduler's start says why; no mail is sent with it
             self._tags = (None if key is None else key.tags,)
         return self._tags[0]
+
+    def check_resolver(self) -> CheckResolver:
+        """The resolver of the DNS check (`app.dnscheck`)."""
+        if self.dns_check_resolver is None:
+            self.dns_check_resolver = DnsResolver(self.settings.dns)
+        return self.dns_check_resolver
 
     def open_senders(self) -> Senders:
         """The process's senders, opened on first use; raises DkimKeyError for a key
@@ -85,5 +95,6 @@ async def open_resources(settings: Settings, database_url: str) -> Resources:
         pool=pool,
         resolver=dns,
         address_resolver=dns,
+        dns_check_resolver=dns,
         expected_heads=expected_heads(),
     )

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import uvicorn
 
 from app.config import Settings, SettingsError, load_settings
-from app.delivery.senders import Senders, startup_warnings
+from app.delivery.senders import Senders, startup_summary, startup_warnings
 from app.logs import setup_logging
 from app.resources import Resources, open_resources
 from app.scheduler.service import Scheduler, stop_scheduler
@@ -83,9 +83,11 @@ class GracefulServer(uvicorn.Server):
 
 
 def announce_configuration(resources: Resources) -> Senders:
-    """Open the senders (a configured but unusable DKIM key raises DkimKeyError) and say
-    plainly what will not be sent."""
+    """Open the senders (a configured but unusable DKIM key raises DkimKeyError), say in
+    one line what will happen, and plainly what will not be sent."""
     senders = resources.open_senders()
+    summary = startup_summary(resources.settings, senders)
+    log.info("delivery_configuration", extra={"fields": {"message": summary}})
     for line in startup_warnings(resources.settings, senders):
         log.warning("delivery_limited", extra={"fields": {"message": line}})
     return senders

@@ -8,14 +8,16 @@ then goes to the address that passed the check, while TLS (SNI and certificate
 verification) and the Host header still use the URL's name, so a second DNS answer
 (rebinding) can not redirect it. Redirects are never followed. Requests are httpx's; they
 go straight to an httpx transport (by default `OneShotTransport`, a new TLS connection
-per request) whose `sni_hostname` request extension names the host to verify.
+per request) whose `sni_hostname` request extension names the host to verify. `fetch`
+GETs a small body under the same guard (the DNS check's MTA-STS policy, RFC 8461 §3.3).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import ssl
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -202,22 +204,38 @@ class HttpsPoster:
         raise last_error
 
     async def _post_to(self, target: HttpsTarget, address: IPAddress, body: bytes) -> Receipt:
+        headers = {"Content-Type": CONTENT_TYPE}
+        async with self._exchange("POST", target, address, body, headers) as response:
+            excerpt = await _read_excerpt(response)
+        return _classify(response.status_code, excerpt)
+
+    @contextlib.asynccontextmanager
+    async def _exchange(
+        self,
+        method: str,
+        target: HttpsTarget,
+        address: IPAddress,
+        body: bytes,
+        headers: dict[str, str],
+    ) -> AsyncIterator[httpx.Response]:
+        """One request to the checked `address`, TLS for the URI's name; transport
+        failures become TemporaryDeliveryError (a failed connect as _ConnectFailed)."""
         host = f"[{address}]" if address.version == 6 else str(address)
         extensions: dict[str, object] = {"timeout": self._timeouts}
         if target.address is None:
             # TLS for the name in the rua, on a connection to the checked address.
             extensions["sni_hostname"] = target.host
         request = httpx.Request(
-            "POST",
+            method,
             httpx.URL(f"https://{host}:{target.port}{target.target}"),
             content=body,
             headers={
                 "Host": target.host_header,
-                "Content-Type": CONTENT_TYPE,
                 "User-Agent": USER_AGENT,
                 # Only a short excerpt of the answer is read: nothing to inflate.
                 "Accept-Encoding": "identity",
                 "Connection": "close",
+                **headers,
             },
             extensions=extensions,
         )
@@ -225,7 +243,7 @@ class HttpsPoster:
             # Never a redirect: the transport hands back whatever the receiver answered.
             response = await self._transport.handle_async_request(request)
             try:
-                excerpt = await _read_excerpt(response)
+                yield response
             finally:
                 await response.aclose()
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -238,7 +256,43 @@ class HttpsPoster:
             raise TemporaryDeliveryError(
                 "connection failed", excerpt=f"{type(exc).__name__}: {exc}"
             ) from None
-        return _classify(response.status_code, excerpt)
+
+    async def fetch(self, url: str, max_bytes: int) -> Fetched:
+        """GET `url` under the same guard as a POST (for the DNS check's MTA-STS policy,
+        RFC 8461 §3.3): no redirects followed, at most `max_bytes` read. Raises
+        TemporaryDeliveryError or PermanentDeliveryError like `post`."""
+        target, addresses = await self.check(url)
+        last_error: TemporaryDeliveryError | None = None
+        for address in addresses:
+            try:
+                async with self._exchange("GET", target, address, b"", {}) as response:
+                    data = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        data += chunk
+                        if len(data) > max_bytes:
+                            break
+                return Fetched(
+                    status=response.status_code,
+                    content_type=response.headers.get("content-type", ""),
+                    body=bytes(data[:max_bytes]),
+                    too_large=len(data) > max_bytes,
+                    address=str(address),
+                )
+            except _ConnectFailed as exc:
+                last_error = exc.error
+        assert last_error is not None
+        raise last_error
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What a GET answered: status, media type, the body up to the limit."""
+
+    status: int
+    content_type: str
+    body: bytes
+    too_large: bool
+    address: str
 
 
 def _parse_addresses(answers: Sequence[str]) -> list[IPAddress]:

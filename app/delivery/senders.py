@@ -1,9 +1,10 @@
 """The senders one process opens once: SMTP relay, HTTPS poster, DKIM key and signer.
 
 `open_senders` reads the delivery settings, loads the DKIM key (a configured but unusable
-key stops the start with `DkimKeyError`), and `startup_warnings` says plainly what will
-not be sent (no DKIM key, sending switched off, no From address) so the operator hears it
-at start-up rather than from a missing report.
+key stops the start with `DkimKeyError`), `startup_summary` is the one line that says
+what will happen, and `startup_warnings` says plainly what will not be sent (no DKIM
+key, sending switched off, no From address) so the operator hears it at start-up rather
+than from a missing report.
 """
 
 from __future__ import annotations
@@ -107,6 +108,21 @@ def check_dkim_key(settings: Settings) -> DkimKey | None:
     """Load the configured DKIM key once, to fail the start early: DkimKeyError."""
     submitter = submitter_domain(settings.report.contact_info)
     return load_dkim_key(submitter, settings.dkim.selector, settings.dkim.private_key_file)
+
+
+def startup_summary(settings: Settings, senders: Senders) -> str:
+    """One line on what this process will do with built reports (logged at start-up)."""
+    if not settings.send_reports:
+        return "sending off (TLSRPT_SEND_REPORTS=false): reports are built, none is sent"
+    if senders.dkim_key is None:
+        mail = "mail reports disabled: no DKIM key"
+    else:
+        key = senders.dkim_key
+        mail = (
+            f"mail reports via relay {senders.relay.target}, DKIM domain {key.domain} "
+            f"selector {key.selector}"
+        )
+    return f"sending on: {mail}; https reports posted directly"
 
 
 def startup_warnings(settings: Settings, senders: Senders) -> list[str]:

@@ -7,6 +7,11 @@ to its own report. A 4xx reply, a timeout or a broken connection is temporary (R
 a 5xx reply is permanent. Our own relay refusing our credentials or TLS is reported as
 temporary too: it is the operator's configuration to fix, not the report recipient's fault.
 The relay password is read only while connecting; it never reaches a log line or an error.
+
+Connecting is done step by step (EHLO, STARTTLS, AUTH) so that each way a relay can
+refuse our configuration gets its own sentence, naming the setting to change; `check`
+(used by `tlsrpt doctor`) runs the same steps without sending, so the doctor and the
+delivery errors say the same thing.
 """
 
 from __future__ import annotations
@@ -28,6 +33,26 @@ from app.delivery.errors import (
 # Connections kept open between reports; relays drop idle clients after a few minutes.
 MAX_IDLE = 16
 IDLE_SECONDS = 20.0
+
+# One wording for a relay that does not offer what TLSRPT_SMTP__SECURITY asks for: delivery
+# errors and `tlsrpt doctor` both use these.
+RELAY_WITHOUT_STARTTLS = (
+    "the relay offers no STARTTLS: set TLSRPT_SMTP__SECURITY=tls if it takes implicit "
+    "TLS, or none for a trusted relay on the same host or network"
+)
+RELAY_WITHOUT_AUTH = (
+    "the relay offers no AUTH (after TLS): unset TLSRPT_SMTP__USERNAME or enable "
+    "authentication on the relay"
+)
+
+RELAY_CERTIFICATE_NOT_VERIFIED = (
+    "the relay's TLS certificate does not verify: set TLSRPT_SMTP__CA_FILE to the CA that "
+    "issued it, or TLSRPT_SMTP__HOST to the name it is issued for"
+)
+
+
+class RelayConfigurationError(Exception):
+    """The relay does not offer what the settings ask for; the message says which."""
 
 
 def build_tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -69,15 +94,59 @@ class SmtpRelay:
         return aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
-            username=s.username,
-            password=s.password.get_secret_value() if s.password is not None else None,
             local_hostname=self._helo_name,
             timeout=s.timeout_seconds,
             use_tls=s.security is SmtpSecurity.TLS,
-            # starttls: required, never opportunistic (a downgrade is a connection error).
-            start_tls=s.security is SmtpSecurity.STARTTLS,
+            # STARTTLS and AUTH are done by `_open`, one step at a time.
+            start_tls=False,
             tls_context=self._tls_context,
         )
+
+    async def _open(self) -> aiosmtplib.SMTP:
+        """A connected client: greeting, EHLO, STARTTLS and AUTH as configured.
+
+        Raises aiosmtplib's errors, OSError, or RelayConfigurationError.
+        """
+        s = self._settings
+        client = self._client()
+        try:
+            await client.connect()
+            await client.ehlo()
+            if s.security is SmtpSecurity.STARTTLS:
+                # Required, never opportunistic: no STARTTLS is an error, not a downgrade.
+                if not client.supports_extension("starttls"):
+                    raise RelayConfigurationError(RELAY_WITHOUT_STARTTLS)
+                await client.starttls()
+                await client.ehlo()  # RFC 3207 §4.2: forget what was said before TLS
+            if s.username:
+                if not client.supports_extension("auth") or not client.server_auth_methods:
+                    raise RelayConfigurationError(RELAY_WITHOUT_AUTH)
+                password = s.password.get_secret_value() if s.password is not None else ""
+                await client.login(s.username, password)
+        except BaseException:
+            _discard(client)
+            raise
+        return client
+
+    async def check(self) -> str:
+        """Connect, EHLO, STARTTLS or TLS and AUTH as configured, then QUIT; nothing is
+        sent. Returns what was done; raises TemporaryDeliveryError with the same reason a
+        delivery would get."""
+        try:
+            client = await self._open()
+            tls = client.get_transport_info("sslcontext") is not None
+            await client.quit()
+        except BaseException as exc:
+            error = _delivery_error(exc)
+            if error is None:
+                raise
+            raise error from None
+        done = [f"connected to {self.target}", "EHLO accepted"]
+        if tls:
+            done.append("TLS certificate verified")
+        if self._settings.username:
+            done.append(f"AUTH accepted for {self._settings.username}")
+        return ", ".join(done)
 
     async def send(self, sender: str, recipient: str, message: bytes) -> Receipt:
         """Receipt on acceptance; TemporaryDeliveryError or PermanentDeliveryError otherwise."""
@@ -112,13 +181,7 @@ class SmtpRelay:
                 _discard(client)
                 continue
             return client
-        client = self._client()
-        try:
-            await client.connect()
-        except BaseException:
-            _discard(client)
-            raise
-        return client
+        return await self._open()
 
     def _release(self, client: aiosmtplib.SMTP) -> None:
         if len(self._idle) < MAX_IDLE and client.is_connected:
@@ -145,6 +208,8 @@ def _discard(client: aiosmtplib.SMTP | None) -> None:
 
 def _delivery_error(exc: BaseException) -> DeliveryError | None:
     """The delivery outcome of an aiosmtplib or socket error; None for anything else."""
+    if isinstance(exc, RelayConfigurationError):
+        return TemporaryDeliveryError(str(exc))
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         refused = exc.recipients[0]
         return _classify("relay refused the recipient", refused.code, refused.message)
@@ -159,10 +224,14 @@ def _delivery_error(exc: BaseException) -> DeliveryError | None:
         )
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return _classify("relay refused the message", exc.code, exc.message)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return TemporaryDeliveryError(
+            RELAY_CERTIFICATE_NOT_VERIFIED, excerpt=exc.verify_message or str(exc)
+        )
     if isinstance(exc, aiosmtplib.SMTPTimeoutError):
         return TemporaryDeliveryError("relay timed out", excerpt=str(exc))
     if isinstance(exc, aiosmtplib.SMTPException | OSError):
-        # Connection refused or reset, TLS handshake or STARTTLS not offered.
+        # Connection refused or reset, a TLS handshake that failed.
         return TemporaryDeliveryError("relay unreachable", excerpt=f"{type(exc).__name__}: {exc}")
     return None
 

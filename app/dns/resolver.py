@@ -6,6 +6,8 @@ at most `max_concurrency` run at once (a day's build looks up thousands of domai
 answers are kept for at most `cache_seconds` (never longer than their TTL). Failures are
 sorted into what callers need: an empty answer (NXDOMAIN, no data: the name has nothing)
 or `TemporaryDnsError` (SERVFAIL, REFUSED, timeout, network error: ask again later).
+`lookup` (for the DNS check) asks without the cache, with the AD bit set in the query
+(RFC 6840 §5.7), and says whether the resolver vouched for the answer with DNSSEC.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.name
 import dns.nameserver
 import dns.rdata
@@ -40,6 +44,15 @@ class TxtResolver(Protocol):
     async def resolve_txt(self, name: str) -> TxtAnswer:
         """TXT records of `name`, each as its character-strings; [] when there are none."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer:
+    """An uncached answer: its records ([] for NXDOMAIN or no data) and whether the
+    resolver set the AD bit (RFC 4035 §3.2.3: it validated the answer with DNSSEC)."""
+
+    records: list[dns.rdata.Rdata]
+    authenticated: bool
 
 
 def parse_nameserver(entry: str) -> dns.nameserver.Do53Nameserver:
@@ -74,6 +87,29 @@ class DnsResolver:
         self._cache: dict[tuple[str, int], tuple[float, list[dns.rdata.Rdata]]] = {}
         self._monotonic = monotonic
 
+    @property
+    def nameservers(self) -> list[str]:
+        """The servers asked, as text (`IP` or `IP:PORT`), to name them in a report."""
+        names = []
+        for server in self._resolver.nameservers:
+            if isinstance(server, dns.nameserver.Do53Nameserver) and server.port != 53:
+                address = f"[{server.address}]" if ":" in server.address else server.address
+                names.append(f"{address}:{server.port}")
+            else:
+                names.append(str(server))
+        return names
+
+    async def lookup(self, name: str, rdtype: str) -> DnsAnswer:
+        """Records of one type, asked now (no cache), with the AD bit requested.
+
+        Raises TemporaryDnsError as the other lookups do.
+        """
+        async with self._limit:
+            records, _, authenticated = await self._resolve(
+                name.lower().rstrip("."), dns.rdatatype.from_text(rdtype), ad=True
+            )
+        return DnsAnswer(records, authenticated)
+
     async def resolve_txt(self, name: str) -> TxtAnswer:
         records = await self._query(name, dns.rdatatype.TXT)
         return [tuple(rdata.strings) for rdata in records]  # type: ignore[attr-defined]
@@ -97,15 +133,33 @@ class DnsResolver:
         return records
 
     async def _ask(self, name: str, rdtype: int) -> tuple[list[dns.rdata.Rdata], int]:
+        records, ttl, _ = await self._resolve(name, rdtype, ad=False)
+        return records, ttl
+
+    async def _resolve(
+        self, name: str, rdtype: int, *, ad: bool
+    ) -> tuple[list[dns.rdata.Rdata], int, bool]:
+        """(records, ttl, AD bit of the response)."""
+        resolver = self._resolver
+        if ad:
+            # A copy that sets AD in the query: a validating resolver then says whether
+            # it validated the answer (RFC 6840 §5.7), without DO and its signatures.
+            resolver = dns.asyncresolver.Resolver(configure=False)
+            resolver.nameservers = self._resolver.nameservers
+            resolver.lifetime, resolver.timeout = self._resolver.lifetime, self._resolver.timeout
+            resolver.cache = None
+            resolver.flags = dns.flags.RD | dns.flags.AD
         try:
             qname = dns.name.from_text(name)
-            answer = await self._resolver.resolve(
-                qname, dns.rdatatype.RdataType(rdtype), search=False
-            )
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.YXDOMAIN):
-            return [], self._cache_seconds
+            answer = await resolver.resolve(qname, dns.rdatatype.RdataType(rdtype), search=False)
+        except dns.resolver.NXDOMAIN as exc:
+            qnames = exc.qnames()  # type: ignore[no-untyped-call]
+            response = exc.response(qnames[0]) if qnames else None  # type: ignore[no-untyped-call]
+            return [], self._cache_seconds, _authenticated(response)
+        except (dns.resolver.NoAnswer, dns.resolver.YXDOMAIN):
+            return [], self._cache_seconds, False
         except (dns.name.NameTooLong, dns.name.LabelTooLong, dns.name.EmptyLabel):
-            return [], self._cache_seconds  # a name that can not exist has no records
+            return [], self._cache_seconds, False  # a name that can not exist has no records
         except dns.resolver.NoNameservers as exc:
             raise TemporaryDnsError(f"{name}: no nameserver answered ({_short(exc)})") from None
         except dns.exception.Timeout:
@@ -114,8 +168,8 @@ class DnsResolver:
             raise TemporaryDnsError(f"{name}: {type(exc).__name__}: {_short(exc)}") from None
         rrset = answer.rrset
         if rrset is None:
-            return [], self._cache_seconds
-        return list(rrset), rrset.ttl
+            return [], self._cache_seconds, _authenticated(answer.response)
+        return list(rrset), rrset.ttl, _authenticated(answer.response)
 
     def _remember(self, key: tuple[str, int], records: list[dns.rdata.Rdata], ttl: int) -> None:
         if ttl <= 0:
@@ -126,6 +180,11 @@ class DnsResolver:
             while len(self._cache) >= _MAX_CACHE_ENTRIES:
                 del self._cache[next(iter(self._cache))]  # oldest first
         self._cache[key] = (now + ttl, records)
+
+
+def _authenticated(response: object) -> bool:
+    flags = getattr(response, "flags", 0)
+    return bool(flags & dns.flags.AD)
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

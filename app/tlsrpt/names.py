@@ -68,3 +68,19 @@ def normalise_mx_pattern(value: str) -> str:
     if text.startswith("*."):
         return "*." + normalise_domain(text[2:])
     return normalise_domain(text)
+
+
+def unicode_domain(domain: str) -> str | None:
+    """The U-label form of an A-label domain, to show beside it; None when it is the same
+    or an `xn--` label does not decode."""
+    if "xn--" not in domain:
+        return None
+    try:
+        labels = [
+            label.encode("ascii").decode("idna") if label.startswith("xn--") else label
+            for label in domain.split(".")
+        ]
+    except UnicodeError:
+        return None
+    text = ".".join(labels)
+    return None if text == domain else text

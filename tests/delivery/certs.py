@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,7 +50,11 @@ class LoopbackCa:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
 
-def make_test_ca(directory: Path) -> LoopbackCa:
+def make_test_ca(
+    directory: Path, names: Sequence[str] = SERVER_NAMES, valid_days: float = 1
+) -> LoopbackCa:
+    """A CA and a server certificate for `names` (and the loopback addresses), valid for
+    `valid_days` from now (negative: already expired)."""
     now = datetime.now(UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tlsrpt test CA")])
@@ -60,7 +65,7 @@ def make_test_ca(directory: Path) -> LoopbackCa:
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=2))
+        .not_valid_after(now + timedelta(days=max(2, valid_days + 1)))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -82,17 +87,17 @@ def make_test_ca(directory: Path) -> LoopbackCa:
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVER_NAMES]
-    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVER_IPS]
+    alt: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    alt += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVER_IPS]
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .not_valid_before(now - timedelta(days=max(1, -valid_days + 1)))
+        .not_valid_after(now + timedelta(days=valid_days))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
