@@ -189,19 +189,36 @@ class HttpsPoster:
             raise PermanentDeliveryError(f"refused by the SSRF guard: {target.host} is {refused}")
         return target, permitted
 
-    async def post(self, rua: str, body: bytes) -> Receipt:
-        """Receipt on 2xx; TemporaryDeliveryError or PermanentDeliveryError otherwise."""
+    async def post(
+        self,
+        rua: str,
+        body: bytes,
+        *,
+        content_type: str = CONTENT_TYPE,
+        headers: dict[str, str] | None = None,
+    ) -> Receipt:
+        """Receipt on 2xx; TemporaryDeliveryError or PermanentDeliveryError otherwise.
+
+        `content_type` and extra `headers` serve other POSTs under the same guard (the
+        alert webhooks)."""
         target, addresses = await self.check(rua)
         last_error: TemporaryDeliveryError | None = None
         for address in addresses:
             try:
-                return await self._post_to(target, address, body)
+                return await self._post_to(target, address, body, content_type, headers or {})
             except _ConnectFailed as exc:
                 last_error = exc.error  # try the next permitted address
         assert last_error is not None
         raise last_error
 
-    async def _post_to(self, target: HttpsTarget, address: IPAddress, body: bytes) -> Receipt:
+    async def _post_to(
+        self,
+        target: HttpsTarget,
+        address: IPAddress,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str],
+    ) -> Receipt:
         host = f"[{address}]" if address.version == 6 else str(address)
         extensions: dict[str, object] = {"timeout": self._timeouts}
         if target.address is None:
@@ -213,11 +230,12 @@ class HttpsPoster:
             content=body,
             headers={
                 "Host": target.host_header,
-                "Content-Type": CONTENT_TYPE,
+                "Content-Type": content_type,
                 "User-Agent": USER_AGENT,
                 # Only a short excerpt of the answer is read: nothing to inflate.
                 "Accept-Encoding": "identity",
                 "Connection": "close",
+                **headers,
             },
             extensions=extensions,
         )
