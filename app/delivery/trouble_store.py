@@ -61,8 +61,9 @@ async def list_undelivered_days(
         await cur.execute(
             """
             SELECT r.day,
-                   count(*) FILTER (WHERE d.state IN ('pending', 'sending', 'failed')),
-                   count(*)
+                   count(*) FILTER (WHERE d.state IN ('pending', 'sending', 'failed'))
+                       AS undelivered,
+                   count(*) AS total
             FROM reports r JOIN deliveries d ON d.report_pk = r.id
             WHERE r.day >= %(from_day)s AND r.created_at <= %(built_before)s
             GROUP BY r.day

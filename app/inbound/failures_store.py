@@ -59,8 +59,11 @@ async def list_domain_failures(
                 WHERE p.policy_domain IN (SELECT policy_domain FROM domains)
                 GROUP BY p.policy_domain
             )
-            SELECT d.policy_domain, d.ok, d.failed, coalesce(x.types, '{}'),
-                   coalesce(x.hosts, '{}'), coalesce(d.orgs, '{}'), coalesce(d.ids, '{}')
+            SELECT d.policy_domain, d.ok AS success_count, d.failed AS failure_count,
+                   coalesce(x.types, '{}') AS result_types,
+                   coalesce(x.hosts, '{}') AS mx_hosts,
+                   coalesce(d.orgs, '{}') AS organizations,
+                   coalesce(d.ids, '{}') AS report_ids
             FROM domains d LEFT JOIN details x USING (policy_domain)
             ORDER BY d.policy_domain
             """,

@@ -64,10 +64,14 @@ async def list_domain_hours(
         await cur.execute(
             """
             SELECT policy_domain,
-                   sum(success_count) FILTER (WHERE hour >= %(recent)s)::bigint,
-                   sum(failure_count) FILTER (WHERE hour >= %(recent)s)::bigint,
-                   coalesce(sum(success_count) FILTER (WHERE hour < %(recent)s), 0)::bigint,
+                   coalesce(sum(success_count) FILTER (WHERE hour >= %(recent)s), 0)::bigint
+                       AS recent_success,
+                   sum(failure_count) FILTER (WHERE hour >= %(recent)s)::bigint
+                       AS recent_failure,
+                   coalesce(sum(success_count) FILTER (WHERE hour < %(recent)s), 0)::bigint
+                       AS baseline_success,
                    coalesce(sum(failure_count) FILTER (WHERE hour < %(recent)s), 0)::bigint
+                       AS baseline_failure
             FROM result_hours
             WHERE hour >= %(baseline)s
             GROUP BY policy_domain
