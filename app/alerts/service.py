@@ -67,12 +67,19 @@ async def apply_conditions(
     """Raise what is not open yet and resolve what cleared; (raised, resolved)."""
     async with pool.connection() as conn, conn.transaction():
         await store.lock_xact(conn, _kind_lock(kind))
+        # Only new conditions and open alerts due for a refresh are written.
+        open_now = await store.list_open_subjects(conn, kind)
+        stale = now - timedelta(seconds=store.REFRESH_SECONDS)
         raised = await store.upsert_open_alerts(
             conn,
             kind=kind,
             window_start=_window(now),
             now=now,
-            rows=[(c.subject, c.summary, c.details) for c in found],
+            rows=[
+                (c.subject, c.summary, c.details)
+                for c in found
+                if c.subject not in open_now or open_now[c.subject] <= stale
+            ],
         )
         resolved = await store.mark_alerts_resolved(
             conn, kind=kind, keep=[c.subject for c in found], now=now

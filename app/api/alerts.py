@@ -33,7 +33,10 @@ class AlertOut(BaseModel):
     summary: str
     details: dict[str, Any]
     raised_at: dt.datetime
-    last_seen_at: dt.datetime = Field(description="The last round that saw the condition.")
+    last_seen_at: dt.datetime = Field(
+        description="When the condition was last seen; with `summary` and `details`, "
+        "refreshed every 15 minutes while it holds."
+    )
     resolved_at: dt.datetime | None = Field(description="null while the condition holds.")
     notified_at: dt.datetime | None = Field(description="When it went into a digest.")
 
