@@ -4,6 +4,7 @@ the fake clock."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import hmac
@@ -31,6 +32,7 @@ from tests.alerts.conftest import MAIL_TO, SECRET, alert_settings
 from tests.conftest import bearer
 from tests.delivery.env import DeliveryEnv, deliver, store_report
 from tests.delivery.sinks import ReceivedPost
+from tests.services import SchedulerOn
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 RFC = (SAMPLES / "json/rfc8460_appendix-b_verbatim.json").read_bytes()
@@ -295,3 +297,14 @@ async def test_no_targets_stores_alerts_only(env: DeliveryEnv) -> None:
     assert result.raised["outgoing_spike"] == 1 and result.notifications_queued == 0
     [alert] = await alerts.list_alerts(res.pool)
     assert alert.notified_at is not None
+
+
+async def test_instances_raise_and_notify_once(env: DeliveryEnv) -> None:
+    # Two instances (own pools) run their scheduler rounds at the same time.
+    one, two = [await env.open_resources(alerts=alert_settings(env)) for _ in range(2)]
+    await ingest(one, "broken.example", ok=0, failed=100)
+    rounds = await asyncio.gather(SchedulerOn(one).run_once(), SchedulerOn(two).run_once())
+    raised = [r.alerts.raised["outgoing_spike"] for r in rounds if r.alerts is not None]
+    assert sorted(raised) == [0, 1]
+    assert len(env.https.posts) == 1 and len(env.smtp.messages) == 1
+    assert len(await alerts.list_alerts(one.pool)) == 1
