@@ -1,11 +1,13 @@
 """The Prometheus rules in deploy/prometheus: valid (`promtool check rules`), their unit
-tests pass (`promtool test rules`), and every metric they use is one the service serves.
+tests pass (`promtool test rules`), and every metric they and the Grafana dashboard use is
+one the service serves.
 
 promtool comes from the Debian package `prometheus` (`.ci/run` installs it when missing).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -35,11 +37,13 @@ def test_rule_unit_tests_pass() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_rules_use_metrics_the_service_serves() -> None:
+def test_rules_and_dashboard_use_metrics_the_service_serves() -> None:
     source = "\n".join(p.read_text() for p in (ROOT / "app").rglob("*.py"))
     rules = yaml.safe_load((RULES / "alerts.yml").read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            for name in set(re.findall(r"\btlsrpt_[a-z_]+", rule["expr"])):
-                base = name.removesuffix("_total")
-                assert f'"{name}"' in source or f'"{base}"' in source, (rule["alert"], name)
+    exprs = [(r["alert"], r["expr"]) for g in rules["groups"] for r in g["rules"]]
+    dashboard = json.loads((RULES / "grafana-dashboard.json").read_text())
+    exprs += [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+    for where, expr in exprs:
+        for name in set(re.findall(r"\btlsrpt_[a-z_]+", expr)):
+            base = name.removesuffix("_total")
+            assert f'"{name}"' in source or f'"{base}"' in source, (where, name)
