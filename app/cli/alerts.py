@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from urllib.parse import urlsplit
 
 from app.alerts import gauges
 from app.alerts import service as alerts
@@ -85,6 +86,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     return run_with_resources(settings, work)
 
 
+def _shown(target: str) -> str:
+    """A webhook URL without its path (Slack's and Mattermost's carry their secret there)."""
+    parts = urlsplit(target)
+    if parts.scheme != "https":
+        return target
+    return f"https://{parts.netloc}/…" if parts.path not in ("", "/") else target
+
+
 def _test(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
     if not alerts.targets(settings.alerts):
@@ -102,7 +111,7 @@ def _test(args: argparse.Namespace) -> int:
         failed = 0
         for n in rows:
             outcome = n.state if n.last_error is None else f"{n.state}: {n.last_error}"
-            print(f"{n.channel} {n.target}: {outcome}")
+            print(f"{n.channel} {_shown(n.target)}: {outcome}")
             failed += n.state != "sent"
         return 1 if failed else 0
 
