@@ -346,6 +346,69 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+class AlertSettings(BaseModel):
+    """Alerts the service raises itself, and where it sends them (README "Alerts")."""
+
+    # False: no evaluation rounds (metrics are still refreshed).
+    enabled: bool = True
+    # https: URLs that get each digest as a signed JSON POST (Slack/Mattermost `text`).
+    webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # HMAC-SHA256 key of the X-TLSRPT-Signature header; unset: webhooks are not signed.
+    webhook_secret: SecretStr | None = None
+    # Addresses that get each digest by mail through the relay (TLSRPT_SMTP__*).
+    mail_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Incoming failures: a received report (seen within incoming_hours) with at least
+    # this many failed sessions and this share of failures for one of our domains.
+    incoming_min_failures: int = Field(default=1, ge=1)
+    incoming_min_share: float = Field(default=0.0, ge=0, le=1)
+    incoming_hours: float = Field(default=24.0, gt=0)
+    # Same-day spike: a policy domain with at least spike_min_sessions in the last hour,
+    # whose failure rate is at least spike_min_rate and spike_factor times its baseline
+    # (the spike_baseline_hours before that hour).
+    spike_min_sessions: int = Field(default=50, ge=1)
+    spike_min_rate: float = Field(default=0.2, gt=0, le=1)
+    spike_factor: float = Field(default=3.0, ge=1)
+    spike_baseline_hours: int = Field(default=24, ge=1, le=168)
+    # Silence: no result for silence_minutes, while results arrived in at least
+    # silence_min_active_hours of the 24 hours before.
+    silence_minutes: float = Field(default=60.0, gt=0)
+    silence_min_active_hours: int = Field(default=6, ge=1, le=24)
+    # Delivery trouble: failed deliveries and undelivered days this recent.
+    delivery_hours: float = Field(default=48.0, gt=0)
+    # Notifications that fail temporarily are retried with doubling delays for this long.
+    retry_initial_seconds: float = Field(default=60.0, gt=0)
+    retry_max_hours: float = Field(default=24.0, gt=0)
+    # Alerts named one by one in a digest's text; the rest are counted.
+    digest_max_items: int = Field(default=20, ge=1)
+    # At most one digest this often: an alert storm is a few messages, not thousands.
+    digest_min_interval_seconds: float = Field(default=300.0, ge=0)
+
+    _split = field_validator("webhook_urls", "mail_to", mode="before")(_split_csv)
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme != "https" or not parts.hostname:
+                raise ValueError(f"{url!r} is not an https: URL")
+        return value
+
+    @field_validator("mail_to")
+    @classmethod
+    def _check_mail_to(cls, value: list[str]) -> list[str]:
+        for address in value:
+            local, at, domain = address.rpartition("@")
+            if not at or not local or not domain or any(c in address for c in " <>\r\n"):
+                raise ValueError(f"{address!r} is not an email address")
+        return value
+
+
+class MetricsSettings(BaseModel):
+    # True: /metrics answers only a bearer token with the `metrics` (or admin) scope.
+    require_token: bool = False
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     TEXT = "text"
@@ -386,6 +449,8 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = SchedulerSettings()
     inbound: InboundSettings = InboundSettings()
     imap: ImapSettings = ImapSettings()
+    alerts: AlertSettings = AlertSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @field_validator("log_level")
     @classmethod

@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic.json_schema import models_json_schema
 
 from app.api import (
+    alerts,
     days,
     deliveries,
     dns,
@@ -28,10 +29,12 @@ from app.api import (
     reports,
     suppressions,
 )
+from app.api.auth import authorize
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
 from app.config import Settings
 from app.resources import Resources, open_resources
+from app.tokens.service import Scope
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +107,12 @@ def create_app(
     app.include_router(suppressions.router)
     app.include_router(inbound.router)
     app.include_router(dns.router)
+    app.include_router(alerts.router)
 
     @app.get("/metrics", include_in_schema=False)
-    async def _metrics() -> Response:
+    async def _metrics(request: Request) -> Response:
+        if settings.metrics.require_token:  # TLSRPT_METRICS__REQUIRE_TOKEN
+            await authorize(request, Scope.METRICS)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     documented = list(ingest.DOCUMENTED_MODELS)

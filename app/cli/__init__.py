@@ -9,7 +9,17 @@ from collections.abc import Sequence
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from app.cli import admin, collect, delivery, dnscheck, inbound, reports, serve, tokens
+from app.cli import (
+    admin,
+    alerts,
+    collect,
+    delivery,
+    dnscheck,
+    inbound,
+    reports,
+    serve,
+    tokens,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "environment variables (see README).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, admin, tokens, reports, delivery, inbound, collect, dnscheck):
+    for module in (serve, admin, tokens, reports, delivery, inbound, collect, dnscheck, alerts):
         module.register(sub)
     return parser
 

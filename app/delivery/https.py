@@ -191,20 +191,32 @@ class HttpsPoster:
             raise PermanentDeliveryError(f"refused by the SSRF guard: {target.host} is {refused}")
         return target, permitted
 
-    async def post(self, rua: str, body: bytes) -> Receipt:
-        """Receipt on 2xx; TemporaryDeliveryError or PermanentDeliveryError otherwise."""
+    async def post(
+        self,
+        rua: str,
+        body: bytes,
+        *,
+        content_type: str = CONTENT_TYPE,
+        headers: dict[str, str] | None = None,
+    ) -> Receipt:
+        """Receipt on 2xx; TemporaryDeliveryError or PermanentDeliveryError otherwise.
+
+        `content_type` and extra `headers` serve other POSTs under the same guard (the
+        alert webhooks)."""
         target, addresses = await self.check(rua)
+        sent = {"Content-Type": content_type, **(headers or {})}
         last_error: TemporaryDeliveryError | None = None
         for address in addresses:
             try:
-                return await self._post_to(target, address, body)
+                return await self._post_to(target, address, body, sent)
             except _ConnectFailed as exc:
                 last_error = exc.error  # try the next permitted address
         assert last_error is not None
         raise last_error
 
-    async def _post_to(self, target: HttpsTarget, address: IPAddress, body: bytes) -> Receipt:
-        headers = {"Content-Type": CONTENT_TYPE}
+    async def _post_to(
+        self, target: HttpsTarget, address: IPAddress, body: bytes, headers: dict[str, str]
+    ) -> Receipt:
         async with self._exchange("POST", target, address, body, headers) as response:
             excerpt = await _read_excerpt(response)
         return _classify(response.status_code, excerpt)

@@ -22,7 +22,7 @@ from app.clock import Clock
 from app.config import Settings
 from app.db.group_commit import GroupCommitQueue, Pending
 from app.db.pool import Pool
-from app.ingest import store
+from app.ingest import hours, store
 from app.tlsrpt.model import FailureDetail, Policy, PolicyAggregate, ResultType
 from app.tlsrpt.tally import Tally
 from app.tlsrpt.wire import DETAIL_FIELDS
@@ -158,6 +158,7 @@ async def record_results(
     await _commit(committer, tally, None)
     metrics.INGEST_RESULTS.inc(len(results))
     metrics.INGEST_SESSIONS.inc(tally.sessions)
+    _count_by_result(tally)
     return tally.sessions
 
 
@@ -184,7 +185,23 @@ async def record_tally(
     if recorded:
         metrics.INGEST_RESULTS.inc(len(tally))
         metrics.INGEST_SESSIONS.inc(tally.sessions)
+        _count_by_result(tally)
     return recorded
+
+
+def _count_by_result(tally: Tally) -> None:
+    """Sessions by policy type and result type (bounded: 3 x 12 series)."""
+    counts: dict[tuple[str, str], int] = {}
+    for entry in tally:
+        ptype = entry.policy.policy_type.value
+        if entry.success_count:
+            key = (ptype, ResultType.SUCCESS.value)
+            counts[key] = counts.get(key, 0) + entry.success_count
+        for detail, n in entry.details.items():
+            key = (ptype, detail.result_type.value)
+            counts[key] = counts.get(key, 0) + n
+    for (ptype, rtype), n in counts.items():
+        metrics.INGEST_BY_RESULT.labels(ptype, rtype).inc(n)
 
 
 async def _commit(committer: IngestCommitter, tally: Tally, batch_id: str | None) -> bool:
@@ -240,6 +257,8 @@ class IngestCommitter(GroupCommitQueue[tuple[Tally, "str | None"], bool]):
                 for pending in accepted:
                     merged.merge(pending.item[0])
                 await store.upsert_counts(conn, merged)
+            # Per hour of receipt, for the same-day alerts (app.ingest.hours).
+            await hours.add_hours(conn, [p.item[0] for p in accepted], self._clock())
         for pending in accepted:
             pending.settle(True)
         for pending in repeated:

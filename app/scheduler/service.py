@@ -3,7 +3,8 @@
 Each round: every UTC day that is over (plus grace), open and within retention is built
 (`build_day`), its deliveries spread over the send window (RFC 8460 §4.1); days with
 domains waiting for a DNS retry are built again when due; once a day, retention runs;
-then due deliveries are sent. Each (job, day) has one `scheduler_jobs` row under a
+then due deliveries are sent; then an alert round runs (`app.alerts`) and the database
+figures of `/metrics` are read again. Each (job, day) has one `scheduler_jobs` row under a
 lease, so exactly one instance runs it and a dead instance's job is taken over: any
 number of instances run the same loop, with no leader. Clock, randomness and sleep are
 injected; `app.cli.runtime` builds it.
@@ -21,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from app.alerts import gauges
+from app.alerts import service as alerts
 from app.clock import Clock
 from app.config import Settings
 from app.db.pool import Pool
@@ -28,6 +31,7 @@ from app.delivery.senders import Senders
 from app.delivery.service import deliver_due
 from app.dns.resolver import TxtResolver
 from app.inbound import service as inbound
+from app.ingest import hours
 from app.ingest import service as ingest
 from app.report.service import build_day, purge_expired
 from app.scheduler import store
@@ -59,6 +63,7 @@ class Round:
 
     built_days: list[date]
     delivered: int
+    alerts: alerts.Round | None = None
 
 
 class Scheduler:
@@ -149,7 +154,31 @@ class Scheduler:
                 jitter=self._rand,
                 should_stop=lambda: self.stopping,
             )
-        return Round(built_days=built, delivered=delivered)
+        alerted = None
+        if not self.stopping:
+            alerted = await self._alerts()
+        return Round(built_days=built, delivered=delivered, alerts=alerted)
+
+    async def _alerts(self) -> alerts.Round | None:
+        """An alert round and the database figures of /metrics; trouble here is logged
+        and never stops the reports."""
+        result = None
+        try:
+            result = await alerts.run_round(
+                self.pool,
+                self.senders,
+                self.clock,
+                self.settings,
+                owner=self.owner,
+                jitter=self._rand,
+            )
+        except Exception:
+            log.exception("alert_round_failed", extra={"fields": {"owner": self.owner}})
+        try:
+            await gauges.refresh(self.pool, self.clock, self.settings)
+        except Exception:
+            log.exception("metrics_refresh_failed", extra={"fields": {"owner": self.owner}})
+        return result
 
     async def _claim(self, job: str, day: date) -> bool:
         async with self.pool.connection() as conn:
@@ -210,6 +239,8 @@ class Scheduler:
         try:
             await purge_expired(self.pool, self.clock, self.settings)
             await inbound.purge_expired(self.pool, self.clock, retention)
+            await hours.purge_hours(self.pool, self.clock())
+            await alerts.purge_expired(self.pool, self.clock)
             oldest = today - timedelta(days=max(retention.results_days, retention.reports_days))
             async with self.pool.connection() as conn:
                 await store.delete_jobs_before(conn, oldest)

@@ -32,6 +32,8 @@ class Scope(StrEnum):
     ADMIN = "admin"
     # The path token of the public rua endpoint for incoming reports.
     INBOUND = "inbound"
+    # GET /metrics, when TLSRPT_METRICS__REQUIRE_TOKEN is true.
+    METRICS = "metrics"
 
 
 class TokenNameTakenError(Exception):

@@ -129,6 +129,7 @@ class ReceivedPost:
     host: str
     content_type: str
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -165,6 +166,7 @@ class HttpsReceiver:
                     host=headers.get("host", ""),
                     content_type=headers.get("content-type", ""),
                     body=body,
+                    headers=headers,
                 )
             )
         await send({"type": "http.response.start", "status": status, "headers": extra})
