@@ -330,6 +330,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+class UiSettings(BaseModel):
+    # Signs the web pages' session cookies; unset: a random key kept in the database, shared
+    # by every instance (set it to rotate: every session then ends).
+    session_key: SecretStr | None = Field(default=None, min_length=32)
+    # A signed-in browser must sign in again after this long.
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     TEXT = "text"
@@ -367,6 +375,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = SchedulerSettings()
     inbound: InboundSettings = InboundSettings()
     imap: ImapSettings = ImapSettings()
+    ui: UiSettings = UiSettings()
 
     @field_validator("log_level")
     @classmethod

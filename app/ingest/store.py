@@ -271,3 +271,56 @@ async def delete_counts_before(conn: Conn, day: date) -> int:
     await conn.execute("DELETE FROM days WHERE day < %(day)s", params)
     await conn.execute("DELETE FROM ingest_batches WHERE day < %(day)s", params)
     return cur.rowcount
+
+
+# Reading, for the web pages
+
+
+async def list_day_totals(
+    conn: Conn, from_day: date, to_day: date
+) -> list[tuple[date, int, int, int]]:
+    """(day, policy domains, successful sessions, failed sessions) per day, newest first."""
+    cur = await conn.execute(
+        """
+        SELECT day, count(DISTINCT policy_domain), sum(success_count), sum(failure_count)
+        FROM policy_counts WHERE day BETWEEN %(from_day)s AND %(to_day)s
+        GROUP BY day ORDER BY day DESC
+        """,
+        {"from_day": from_day, "to_day": to_day},
+    )
+    return [(d, int(n), int(ok), int(bad)) for d, n, ok, bad in await cur.fetchall()]
+
+
+async def list_domain_totals(
+    conn: Conn,
+    day: date,
+    *,
+    contains: str | None,
+    failing_only: bool,
+    by_failures: bool,
+    offset: int,
+    limit: int,
+) -> list[tuple[str, int, int, int]]:
+    """(policy domain, policies, successful, failed sessions) of a day: by name, or the
+    most failed first; `contains` filters by a part of the name."""
+    cur = await conn.execute(
+        """
+        SELECT policy_domain, count(*), sum(success_count), sum(failure_count)
+        FROM policy_counts
+        WHERE day = %(day)s
+          AND (%(contains)s::text IS NULL OR strpos(policy_domain, %(contains)s) > 0)
+        GROUP BY policy_domain
+        HAVING NOT %(failing_only)s OR sum(failure_count) > 0
+        ORDER BY CASE WHEN %(by_failures)s THEN -sum(failure_count) ELSE 0 END, policy_domain
+        OFFSET %(offset)s LIMIT %(limit)s
+        """,
+        {
+            "day": day,
+            "contains": contains,
+            "failing_only": failing_only,
+            "by_failures": by_failures,
+            "offset": offset,
+            "limit": limit,
+        },
+    )
+    return [(d, int(n), int(ok), int(bad)) for d, n, ok, bad in await cur.fetchall()]

@@ -48,3 +48,18 @@ async def mark_revoked(conn: Conn, name: str, *, now: datetime) -> int:
         {"name": name, "now": now},
     )
     return cur.rowcount
+
+
+async def upsert_session_key(conn: Conn, *, key: bytes, now: datetime) -> bytes:
+    """The stored session key; `key` is stored first when there is none yet."""
+    cur = await conn.execute(
+        """
+        INSERT INTO ui_session_key (id, key, created_at) VALUES (1, %(key)s, %(now)s)
+        ON CONFLICT (id) DO UPDATE SET key = ui_session_key.key
+        RETURNING key
+        """,
+        {"key": key, "now": now},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return bytes(row[0])
