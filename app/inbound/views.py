@@ -39,3 +39,27 @@ async def by_policy_domain(pool: Pool, from_day: date, limit: int = 100) -> list
     async with pool.connection() as conn:
         rows = await store.list_policy_domain_totals(conn, from_day, limit)
     return [Totals(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    result_type: str
+    mx_host: str | None
+    failed: int
+    receiving_ips: list[str]
+
+
+async def failure_groups(
+    pool: Pool, domain: str, from_day: date, to_day: date
+) -> list[FailureGroup]:
+    """A domain's reported failures grouped by result type and receiving MX, most first."""
+    async with pool.connection() as conn:
+        rows = await store.list_summary_failures(conn, domain, from_day, to_day)
+    groups: dict[tuple[str, str | None], tuple[int, set[str]]] = {}
+    for _day, _org, result_type, mx_host, receiving_ip, _sending_ip, count in rows:
+        failed, ips = groups.get((result_type, mx_host), (0, set()))
+        if receiving_ip:
+            ips.add(receiving_ip)
+        groups[(result_type, mx_host)] = (failed + count, ips)
+    found = [FailureGroup(t, mx, n, sorted(ips)) for (t, mx), (n, ips) in groups.items()]
+    return sorted(found, key=lambda g: (-g.failed, g.result_type, g.mx_host or ""))

@@ -99,12 +99,17 @@ async def read_session(request: Request) -> Session | None:
     return session if session.expires > _now(request) else None
 
 
-async def write_session(request: Request, response: Response, digest: bytes | None) -> str:
-    """Set a new cookie (a fresh CSRF nonce): signed in as `digest`, or a pre-sign-in
-    cookie for the form when None. Returns the nonce."""
+def new_nonce() -> str:
+    return secrets.token_urlsafe(32)
+
+
+async def write_session(
+    request: Request, response: Response, digest: bytes | None, nonce: str
+) -> None:
+    """Set the cookie: signed in as `digest`, or a pre-sign-in cookie for the form when
+    None; `nonce` (fresh at each sign-in) is the CSRF token of its forms."""
     settings = get_resources(request).settings.ui
     seconds = settings.session_hours * 3600 if digest is not None else _FORM_SECONDS
-    nonce = secrets.token_urlsafe(32)
     data: dict[str, object] = {"x": nonce, "e": _now(request) + seconds}
     if digest is not None:
         data["d"] = digest.hex()
@@ -117,7 +122,6 @@ async def write_session(request: Request, response: Response, digest: bytes | No
         httponly=True,
         samesite="strict",
     )
-    return nonce
 
 
 def clear_session(response: Response) -> None:
