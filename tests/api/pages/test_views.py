@@ -1,0 +1,152 @@
+"""The web pages without a browser: sessions, CSRF, security headers, data on each page."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import httpx
+
+from app.api.pages.charts import daily_chart
+from app.api.pages.render import CSP
+from app.api.pages.session import COOKIE
+from app.resources import Resources
+from tests.api.pages.seed import Seeded, seed
+from tests.clock import FakeClock
+from tests.conftest import bearer
+
+
+async def signed_in(client: httpx.AsyncClient, token: str) -> str:
+    """Sign in; returns the CSRF token of the session's forms."""
+    form = await client.get("/ui/signin")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf is not None
+    answer = await client.post("/ui/signin", data={"csrf": csrf.group(1), "token": token})
+    assert answer.status_code == 303, answer.text
+    page = await client.get("/ui/")
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found is not None
+    return found.group(1)
+
+
+async def test_root_redirects_and_pages_need_a_session(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/")).headers["location"] == "/ui/"
+    answer = await client.get("/ui/outgoing")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/ui/signin"
+
+
+async def test_signin_sets_a_strict_cookie_without_the_token(
+    client: httpx.AsyncClient, resources: Resources
+) -> None:
+    seeded = await seed(resources, client)
+    form = await client.get("/ui/signin")
+    assert form.headers["content-security-policy"] == CSP
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf is not None
+    answer = await client.post("/ui/signin", data={"csrf": csrf.group(1), "token": seeded.read})
+    cookie = answer.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+    assert seeded.read not in cookie
+    page = await client.get("/ui/")
+    assert page.status_code == 200
+    assert seeded.read not in page.text and "read only" in page.text
+    assert "'unsafe-inline'" not in page.headers["content-security-policy"]
+
+
+async def test_wrong_token_and_missing_csrf_are_refused(
+    client: httpx.AsyncClient, resources: Resources
+) -> None:
+    seeded = await seed(resources, client)
+    form = await client.get("/ui/signin")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf is not None
+    wrong = await client.post("/ui/signin", data={"csrf": csrf.group(1), "token": "tlsrpt_nope"})
+    assert wrong.status_code == 401 and "unknown or revoked" in wrong.text
+    no_csrf = await client.post("/ui/signin", data={"token": seeded.admin})
+    assert no_csrf.status_code == 403 and "CSRF" in no_csrf.text
+    await signed_in(client, seeded.admin)
+    refused = await client.post(f"/ui/deliveries/{seeded.failed_delivery}/retry", data={})
+    assert refused.status_code == 403
+    as_json = await client.post(
+        "/ui/suppressions", json={"target": "x@example.com"}, headers={"Origin": "http://evil"}
+    )
+    assert as_json.status_code == 403
+
+
+async def test_session_expires_on_the_clock(
+    client: httpx.AsyncClient, resources: Resources, clock: FakeClock
+) -> None:
+    seeded = await seed(resources, client)
+    await signed_in(client, seeded.read)
+    clock.advance(hours=resources.settings.ui.session_hours + 0.01)
+    assert (await client.get("/ui/")).status_code == 303
+
+
+async def test_a_forged_cookie_is_not_a_session(client: httpx.AsyncClient) -> None:
+    client.cookies.set(COOKIE, "eyJ4IjoiYSIsImUiOjk5OTk5OTk5OTk5LCJkIjoiMDAifQ.forged", path="/ui")
+    assert (await client.get("/ui/")).status_code == 303
+
+
+async def test_every_page_shows_its_data(client: httpx.AsyncClient, resources: Resources) -> None:
+    seeded = await seed(resources, client)
+    await signed_in(client, seeded.read)
+    y = seeded.yesterday
+    expected = {
+        "/ui/": ["1 057", "failing.example", "Deliveries"],
+        "/ui/outgoing": [str(y), "950", "10.1 %"],
+        f"/ui/outgoing/{y}": ["example.com", "failing.example", "example.net"],
+        f"/ui/outgoing/{y}?failing=true&order=failures": ["example.com"],
+        f"/ui/outgoing/{y}/example.com": ["certificate-expired", "mx.example.com", "100"],
+        f"/ui/outgoing/{y}/failing.example": ["seeded-1", "HTTP 404", "Not Found"],
+        "/ui/deliveries?state=failed": [seeded.failed_rua],
+        "/ui/incoming": ["Google", "Microsoft", "our.example"],
+        "/ui/incoming/domains/our.example": ["certificate-expired", "mx.our.example"],
+        "/ui/suppressions": ["None."],
+        "/ui/config": ["TLSRPT_SMTP__HOST", "(unset)"],
+        "/ui/dns": ["tlsrpt dns-check"],
+    }
+    for path, needles in expected.items():
+        page = await client.get(path)
+        assert page.status_code == 200, path
+        for needle in needles:
+            assert needle in page.text, (path, needle)
+    filtered = await client.get(f"/ui/outgoing/{y}?failing=true")
+    assert "example.net" not in filtered.text
+    settings_page = await client.get("/ui/config")
+    assert resources.settings.database_url is not None
+    assert resources.settings.database_url.get_secret_value() not in settings_page.text
+    assert "(set, hidden)" in settings_page.text
+
+
+async def test_received_report_page_and_raw_download(
+    client: httpx.AsyncClient, resources: Resources
+) -> None:
+    seeded = await seed(resources, client)
+    await signed_in(client, seeded.read)
+    listing = (await client.get("/v1/inbound/reports", headers=bearer(seeded.read))).json()
+    pk = listing["reports"][0]["id"]
+    page = await client.get(f"/ui/incoming/reports/{pk}")
+    assert "DKIM" in page.text and "none (not received by mail)" in page.text
+    raw = await client.get(f"/ui/incoming/reports/{pk}/raw")
+    assert raw.headers["content-disposition"].startswith("attachment")
+    assert b'"organization-name"' in raw.content
+
+
+async def test_docs_load_their_assets_from_the_service(client: httpx.AsyncClient) -> None:
+    for path in ("/docs", "/redoc"):
+        html = (await client.get(path)).text
+        assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
+        assert assets, path
+        for asset in assets:
+            assert asset.startswith("/"), asset
+            assert (await client.get(asset)).status_code == 200, asset
+        assert "cdn.jsdelivr" not in html and "fonts.googleapis" not in html
+
+
+def test_chart_has_one_point_per_day() -> None:
+    days = [date(2026, 11, d) for d in range(1, 31)]
+    chart = daily_chart("t", days, {"ok": ("ok", list(range(30))), "bad": ("bad", [0] * 30)})
+    assert [len(s.points) for s in chart.series] == [30, 30]
+    assert chart.series[0].points[-1].y < chart.series[0].points[0].y
+    assert chart.y_max == 29
