@@ -14,6 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app.api.pages import incoming, operate, outgoing, signin
+from app.api.pages.docs_policy import DocsPolicyMiddleware
 from app.api.pages.render import page, secure
 from app.api.pages.session import CsrfError, ForbiddenError, SignInRequiredError
 
@@ -26,6 +27,7 @@ def install(app: FastAPI) -> None:
     app.include_router(incoming.router)
     app.include_router(operate.router)
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
+    app.add_middleware(DocsPolicyMiddleware)
 
     @app.exception_handler(SignInRequiredError)
     async def _sign_in(request: Request, _: SignInRequiredError) -> Response:

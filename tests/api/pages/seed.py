@@ -150,6 +150,4 @@ async def seed(resources: Resources, client: httpx.AsyncClient) -> Seeded:
             """,
             {"day": yesterday, "now": clock()},
         )
-    return Seeded(
-        today, yesterday, tokens[Scope.ADMIN], tokens[Scope.READ], pk, failed, failed_rua
-    )
+    return Seeded(today, yesterday, tokens[Scope.ADMIN], tokens[Scope.READ], pk, failed, failed_rua)

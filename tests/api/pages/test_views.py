@@ -11,7 +11,7 @@ from app.api.pages.charts import daily_chart
 from app.api.pages.render import CSP
 from app.api.pages.session import COOKIE
 from app.resources import Resources
-from tests.api.pages.seed import Seeded, seed
+from tests.api.pages.seed import seed
 from tests.clock import FakeClock
 from tests.conftest import bearer
 
