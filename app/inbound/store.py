@@ -307,7 +307,7 @@ async def list_organization_totals(
 
 
 async def list_policy_domain_totals(
-    conn: Conn, from_day: date, limit: int
+    conn: Conn, from_day: date, limit: int, *, failing_only: bool
 ) -> list[tuple[str, int, int, int]]:
     """(our policy domain, reports, successful, failed sessions), the most failed first."""
     cur = await conn.execute(
@@ -316,10 +316,12 @@ async def list_policy_domain_totals(
             sum(p.failure_count)
         FROM inbound_reports r, jsonb_to_recordset(r.policies) AS p(policy_domain text,
             success_count bigint, failure_count bigint)
-        WHERE r.day >= %(from_day)s
-        GROUP BY p.policy_domain ORDER BY 4 DESC, 1 LIMIT %(limit)s
+        WHERE r.day >= %(from_day)s AND (r.has_failures OR NOT %(failing_only)s)
+        GROUP BY p.policy_domain
+        HAVING sum(p.failure_count) > 0 OR NOT %(failing_only)s
+        ORDER BY 4 DESC, 1 LIMIT %(limit)s
         """,
-        {"from_day": from_day, "limit": limit},
+        {"from_day": from_day, "limit": limit, "failing_only": failing_only},
     )
     return [
         (d, int(n), int(ok), int(bad))

@@ -34,10 +34,15 @@ async def by_organization(pool: Pool, from_day: date, limit: int = 100) -> list[
         return [Totals(*r) for r in await store.list_organization_totals(conn, from_day, limit)]
 
 
-async def by_policy_domain(pool: Pool, from_day: date, limit: int = 100) -> list[Totals]:
-    """Our policy domains reported on since `from_day`, the most failed sessions first."""
+async def by_policy_domain(
+    pool: Pool, from_day: date, limit: int = 100, *, failing_only: bool = False
+) -> list[Totals]:
+    """Our policy domains reported on since `from_day` (only those with failed sessions,
+    when `failing_only`), the most failed sessions first."""
     async with pool.connection() as conn:
-        rows = await store.list_policy_domain_totals(conn, from_day, limit)
+        rows = await store.list_policy_domain_totals(
+            conn, from_day, limit, failing_only=failing_only
+        )
     return [Totals(*r) for r in rows]
 
 

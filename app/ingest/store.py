@@ -324,3 +324,17 @@ async def list_domain_totals(
         },
     )
     return [(d, int(n), int(ok), int(bad)) for d, n, ok, bad in await cur.fetchall()]
+
+
+async def list_top_failing_domains(conn: Conn, day: date, limit: int) -> list[tuple[str, int]]:
+    """(policy domain, failed sessions) of a day, the most failed first; reads only the
+    rows that have failures."""
+    cur = await conn.execute(
+        """
+        SELECT policy_domain, sum(failure_count) FROM policy_counts
+        WHERE day = %(day)s AND failure_count > 0
+        GROUP BY policy_domain ORDER BY 2 DESC, 1 LIMIT %(limit)s
+        """,
+        {"day": day, "limit": limit},
+    )
+    return [(d, int(n)) for d, n in await cur.fetchall()]

@@ -61,3 +61,9 @@ async def domain_totals(
             limit=limit,
         )
     return [DomainTotals(*row) for row in rows]
+
+
+async def top_failing(pool: Pool, day: date, limit: int) -> list[tuple[str, int]]:
+    """(policy domain, failed sessions): the day's domains failing most."""
+    async with pool.connection() as conn:
+        return await store.list_top_failing_domains(conn, day, limit)

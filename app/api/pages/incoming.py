@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from datetime import timedelta
 from typing import Annotated
@@ -34,23 +35,28 @@ async def incoming(
     who = await viewer(request)
     resources = get_resources(request)
     since = resources.clock().date() - timedelta(days=CHART_DAYS - 1)
-    reports = await inbound.list_reports(
-        resources.pool,
-        ReportFilter(
-            domain=domain.strip().lower() or None,
-            organization=organization.strip() or None,
-            before_id=before,
-            limit=PAGE_SIZE + 1,
-        ),
+    where = ReportFilter(
+        domain=domain.strip().lower() or None,
+        organization=organization.strip() or None,
+        before_id=before,
+        limit=PAGE_SIZE + 1,
     )
+    # Independent reads on separate pooled connections: the page waits for the slowest.
+    async with asyncio.TaskGroup() as group:
+        listed = group.create_task(inbound.list_reports(resources.pool, where))
+        organizations = group.create_task(
+            inbound_views.by_organization(resources.pool, since, limit=20)
+        )
+        domains = group.create_task(inbound_views.by_policy_domain(resources.pool, since, limit=20))
+    reports = listed.result()
     return page(
         request,
         "incoming.html",
         who,
         section="incoming",
         since=since,
-        organizations=await inbound_views.by_organization(resources.pool, since, limit=20),
-        domains=await inbound_views.by_policy_domain(resources.pool, since, limit=20),
+        organizations=organizations.result(),
+        domains=domains.result(),
         reports=reports[:PAGE_SIZE],
         next_before=reports[PAGE_SIZE - 1]["id"] if len(reports) > PAGE_SIZE else None,
         organization=organization,
