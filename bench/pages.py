@@ -182,7 +182,7 @@ def main() -> None:
             started = time.perf_counter()
             asyncio.run(load(url, args.domains, args.results))
             print(f"loaded {args.results:,} results in {time.perf_counter() - started:.1f} s")
-        asyncio.run(measure(url, args.received, args.runs))
+        asyncio.run(measure(url, 0 if args.reuse else args.received, args.runs))
     finally:
         if args.keep:
             print(f"kept the database: {url}")

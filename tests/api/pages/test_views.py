@@ -6,12 +6,15 @@ import re
 from datetime import date
 
 import httpx
+import orjson
 
 from app.api.pages.charts import daily_chart
 from app.api.pages.render import CSP
 from app.api.pages.session import COOKIE
+from app.inbound import views as inbound_views
 from app.resources import Resources
-from tests.api.pages.seed import seed
+from app.tokens.service import Scope, create_token
+from tests.api.pages.seed import received_report, seed
 from tests.clock import FakeClock
 from tests.conftest import bearer
 
@@ -150,3 +153,28 @@ def test_chart_has_one_point_per_day() -> None:
     assert [len(s.points) for s in chart.series] == [30, 30]
     assert chart.series[0].points[-1].y < chart.series[0].points[0].y
     assert chart.y_max == 29
+
+
+async def test_domain_totals_count_reports_about_several_domains(
+    client: httpx.AsyncClient, resources: Resources
+) -> None:
+    token = await create_token(resources.pool, "rua", [Scope.INBOUND], clock=resources.clock)
+    day = resources.clock().date()
+    two = orjson.loads(received_report(day, "Multi", 1))
+    second = orjson.loads(received_report(day, "Multi", 4))["policies"][0]
+    second["policy"]["policy-domain"] = "b.example"
+    second["failure-details"] = []
+    second["summary"]["total-failure-session-count"] = 0
+    two["policies"].append(second)
+    for body in (orjson.dumps(two), received_report(day, "Single", 2)):
+        answer = await client.post(
+            f"/v1/tlsrpt/{token}", content=body, headers={"Content-Type": "application/tlsrpt+json"}
+        )
+        assert answer.status_code == 201, answer.text
+    totals = await inbound_views.by_policy_domain(resources.pool, day)
+    assert totals == [
+        inbound_views.Totals("our.example", 2, 101 + 102, 1 + 2),
+        inbound_views.Totals("b.example", 1, 104, 0),
+    ]
+    failing = await inbound_views.by_policy_domain(resources.pool, day, failing_only=True)
+    assert [t.name for t in failing] == ["our.example"]
