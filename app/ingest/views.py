@@ -46,10 +46,12 @@ async def domain_totals(
     contains: str | None = None,
     failing_only: bool = False,
     by_failures: bool = False,
+    after: str | None = None,
     offset: int = 0,
     limit: int = 100,
 ) -> list[DomainTotals]:
-    """A page of a day's policy domains with their session counts."""
+    """A page of a day's policy domains with their session counts: by name after `after`,
+    or (`by_failures`) the most failed first from `offset`."""
     async with pool.connection() as conn:
         rows = await store.list_domain_totals(
             conn,
@@ -57,6 +59,7 @@ async def domain_totals(
             contains=contains or None,
             failing_only=failing_only,
             by_failures=by_failures,
+            after=after,
             offset=offset,
             limit=limit,
         )

@@ -122,17 +122,21 @@ async def outgoing_day(
     q: Annotated[str, Query(max_length=253)] = "",
     failing: Annotated[bool, Query()] = False,
     order: Annotated[str, Query(pattern="^(name|failures)$")] = "name",
+    after: Annotated[str, Query(max_length=253)] = "",
     page_no: Annotated[int, Query(alias="page", ge=1, le=10_000)] = 1,
 ) -> Response:
     who = await viewer(request)
     pool = get_resources(request).pool
+    # By name: keyset pages (`after`, fast at any depth); by failures: numbered pages.
+    by_failures = order == "failures"
     rows = await ingest_views.domain_totals(
         pool,
         day,
         contains=q.strip().lower() or None,
         failing_only=failing,
-        by_failures=order == "failures",
-        offset=(page_no - 1) * PAGE_SIZE,
+        by_failures=by_failures,
+        after=None if by_failures else after or None,
+        offset=(page_no - 1) * PAGE_SIZE if by_failures else 0,
         limit=PAGE_SIZE + 1,
     )
     outcomes = await report_views.domain_outcomes(pool, day, [r.policy_domain for r in rows])
@@ -147,8 +151,9 @@ async def outgoing_day(
         q=q,
         failing=failing,
         order=order,
-        page_no=page_no,
-        more=len(rows) > PAGE_SIZE,
+        page_no=page_no if by_failures else None,
+        after=after,
+        next_after=rows[PAGE_SIZE - 1].policy_domain if len(rows) > PAGE_SIZE else None,
     )
 
 

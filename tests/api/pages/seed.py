@@ -30,7 +30,7 @@ class Seeded:
     failed_rua: str
 
 
-def _result(day: date, domain: str, result_type: str, count: int) -> dict[str, object]:
+def result_item(day: date, domain: str, result_type: str, count: int) -> dict[str, object]:
     item: dict[str, object] = {
         "policy": {
             "policy-type": "sts",
@@ -96,10 +96,10 @@ async def seed(resources: Resources, client: httpx.AsyncClient) -> Seeded:
     results = []
     for day in (yesterday, today):
         results += [
-            _result(day, "example.com", "success", 900),
-            _result(day, "example.com", "certificate-expired", 100),
-            _result(day, "example.net", "success", 50),
-            _result(day, "failing.example", "starttls-not-supported", 7),
+            result_item(day, "example.com", "success", 900),
+            result_item(day, "example.com", "certificate-expired", 100),
+            result_item(day, "example.net", "success", 50),
+            result_item(day, "failing.example", "starttls-not-supported", 7),
         ]
     answer = await client.post(
         "/v1/results", json={"results": results}, headers=bearer(tokens[Scope.INGEST])

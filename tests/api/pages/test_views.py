@@ -12,9 +12,11 @@ from app.api.pages.charts import daily_chart
 from app.api.pages.render import CSP
 from app.api.pages.session import COOKIE
 from app.inbound import views as inbound_views
+from app.ingest import service as ingest
+from app.ingest import views as ingest_views
 from app.resources import Resources
 from app.tokens.service import Scope, create_token
-from tests.api.pages.seed import received_report, seed
+from tests.api.pages.seed import received_report, result_item, seed
 from tests.clock import FakeClock
 from tests.conftest import bearer
 
@@ -178,3 +180,50 @@ async def test_domain_totals_count_reports_about_several_domains(
     ]
     failing = await inbound_views.by_policy_domain(resources.pool, day, failing_only=True)
     assert [t.name for t in failing] == ["our.example"]
+
+
+async def test_a_closed_days_totals_are_stored_when_it_closes(
+    client: httpx.AsyncClient, resources: Resources
+) -> None:
+    seeded = await seed(resources, client)
+    pool, y = resources.pool, seeded.yesterday
+    before = await ingest_views.day_totals(pool, y, seeded.today)
+    assert [(t.day, t.domains, t.successful, t.failed) for t in before] == [
+        (seeded.today, 3, 950, 107),
+        (y, 3, 950, 107),
+    ]
+    assert await ingest.close_day(pool, resources.clock, y)
+    async with pool.connection() as conn:
+        # Only the stored totals can answer for the day now.
+        await conn.execute("DELETE FROM policy_counts WHERE day = %(day)s", {"day": y})
+    assert await ingest_views.day_totals(pool, y, seeded.today) == before
+
+
+async def test_a_days_domains_page_by_name_and_by_failures(
+    client: httpx.AsyncClient, resources: Resources
+) -> None:
+    seeded = await seed(resources, client)
+    ingest_token = await create_token(resources.pool, "many", [Scope.INGEST], clock=resources.clock)
+    y = seeded.yesterday
+    many = [
+        result_item(y, f"m{i:03}.example", "success" if i % 3 else "certificate-expired", i + 1)
+        for i in range(150)
+    ]
+    answer = await client.post("/v1/results", json={"results": many}, headers=bearer(ingest_token))
+    assert answer.status_code == 200, answer.text
+    await signed_in(client, seeded.read)
+    seen: list[str] = []
+    path: str | None = f"/ui/outgoing/{y}"
+    while path is not None:
+        page = await client.get(path)
+        seen += re.findall(rf'href="/ui/outgoing/{y}/([^"]+)"', page.text)
+        found = re.search(r'rel="next" href="([^"]+)"', page.text)
+        path = f"/ui/outgoing/{y}" + found.group(1).replace("&amp;", "&") if found else None
+    expected = sorted(
+        [f"m{i:03}.example" for i in range(150)] + ["example.com", "example.net", "failing.example"]
+    )
+    assert seen == expected
+    worst = await client.get(f"/ui/outgoing/{y}?order=failures&failing=true")
+    failing = re.findall(rf'href="/ui/outgoing/{y}/([^"]+)"', worst.text)
+    assert failing[:2] == ["m147.example", "m144.example"]
+    assert "example.net" not in failing and "m001.example" not in failing
