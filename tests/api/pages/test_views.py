@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from datetime import date
+from pathlib import Path
 
 import httpx
 import orjson
@@ -11,14 +14,17 @@ import orjson
 from app.api.pages.charts import daily_chart
 from app.api.pages.render import CSP
 from app.api.pages.session import COOKIE
+from app.config import DkimSettings, ReportSettings
 from app.inbound import views as inbound_views
 from app.ingest import service as ingest
 from app.ingest import views as ingest_views
+from app.main import create_app
 from app.resources import Resources
 from app.tokens.service import Scope, create_token
 from tests.api.pages.seed import received_report, result_item, seed
 from tests.clock import FakeClock
 from tests.conftest import bearer
+from tests.delivery.conftest import dkim_pair  # noqa: F401  (fixture)
 
 
 async def signed_in(client: httpx.AsyncClient, token: str) -> str:
@@ -227,3 +233,34 @@ async def test_a_days_domains_page_by_name_and_by_failures(
     failing = re.findall(rf'href="/ui/outgoing/{y}/([^"]+)"', worst.text)
     assert failing[:2] == ["m147.example", "m144.example"]
     assert "example.net" not in failing and "m001.example" not in failing
+
+
+async def test_configuration_shows_the_dkim_key_fingerprint(
+    resources: Resources,
+    tmp_path: Path,
+    dkim_pair: tuple[bytes, bytes],  # noqa: F811
+) -> None:
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_bytes(dkim_pair[0])
+    settings = resources.settings.model_copy(
+        update={
+            "dkim": DkimSettings(selector="sel", private_key_file=key_file),
+            "report": ReportSettings(contact_info="tlsrpt@sender.example"),
+            "send_reports": False,
+        }
+    )
+    dkim_resources = Resources(
+        settings=settings, pool=resources.pool, resolver=resources.resolver, clock=resources.clock
+    )
+    token = await create_token(resources.pool, "cfg", [Scope.READ], clock=resources.clock)
+    app = create_app(settings, dkim_resources)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        await signed_in(client, token)
+        page = (await client.get("/ui/config")).text
+    public = re.search(rb"p=([A-Za-z0-9+/=]+)", dkim_pair[1])
+    assert public is not None
+    digest = hashlib.sha256(base64.b64decode(public.group(1))).digest()
+    assert "SHA256:" + base64.b64encode(digest).decode() in page
+    assert "off (TLSRPT_SEND_REPORTS=false)" in page
+    assert "PRIVATE KEY" not in page
