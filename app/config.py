@@ -336,6 +336,9 @@ class UiSettings(BaseModel):
     session_key: SecretStr | None = Field(default=None, min_length=32)
     # A signed-in browser must sign in again after this long.
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    # Mark the cookie Secure even on plain http: set it behind a TLS-terminating proxy
+    # (the service trusts no proxy headers, so it can not see the browser's https).
+    secure_cookie: bool = False
 
 
 class LogFormat(StrEnum):

@@ -1,14 +1,15 @@
 """Web sessions: a signed cookie that names the token by its digest, and CSRF tokens.
 
 Signing in with an API token sets one cookie, `tlsrpt_session`: HttpOnly (no script reads
-it), `SameSite=Strict` (no other site's page sends it), path `/ui`, `Secure` on https,
-signed with HMAC (itsdangerous) under the session key. It holds the SHA-256 digest of the
-token, never the token, so a stolen cookie is no bearer token for the API, and each
-request asks the token store for the digest's scopes: revoking the token ends its
-sessions within the authenticator's cache time. It also holds the expiry (from the
-injected clock, so tests move time instead of waiting) and a random CSRF nonce that every
-form carries back in a hidden field (synchroniser token); before signing in the cookie
-holds only the nonce, for the sign-in form.
+it), `SameSite=Strict` (no other site's page sends it), path `/ui`, `Secure` on https (or
+with `TLSRPT_UI__SECURE_COOKIE` behind a TLS proxy), signed with HMAC (itsdangerous)
+under the session key. It holds the SHA-256 digest of the token, never the token, so a
+stolen cookie is no bearer token for the API, and each request asks the token store for
+the digest's scopes: revoking the token ends its sessions within the authenticator's
+cache time. It also holds the expiry (from the injected clock, so tests move time
+instead of waiting) and a random CSRF nonce that every form carries back in a hidden
+field (synchroniser token); before signing in the cookie holds only the nonce, for the
+sign-in form.
 
 The key is `TLSRPT_UI__SESSION_KEY`, or else a random key the first instance stores in the
 database (`tokens.service.session_key`), so every instance accepts every session and a
@@ -118,7 +119,7 @@ async def write_session(
         (await _serializer(request)).dumps(data),
         max_age=int(seconds),
         path=COOKIE_PATH,
-        secure=request.url.scheme == "https",
+        secure=settings.secure_cookie or request.url.scheme == "https",
         httponly=True,
         samesite="strict",
     )

@@ -264,3 +264,22 @@ async def test_configuration_shows_the_dkim_key_fingerprint(
     assert "SHA256:" + base64.b64encode(digest).decode() in page
     assert "off (TLSRPT_SEND_REPORTS=false)" in page
     assert "PRIVATE KEY" not in page
+
+
+async def test_the_cookie_is_secure_behind_a_tls_proxy(resources: Resources) -> None:
+    settings = resources.settings.model_copy(
+        update={"ui": resources.settings.ui.model_copy(update={"secure_cookie": True})}
+    )
+    app = create_app(
+        settings,
+        Resources(
+            settings=settings,
+            pool=resources.pool,
+            resolver=resources.resolver,
+            clock=resources.clock,
+        ),
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        form = await client.get("/ui/signin")
+    assert "Secure" in form.headers["set-cookie"]
