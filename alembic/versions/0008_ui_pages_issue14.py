@@ -4,6 +4,9 @@
 so a session works on every instance behind a load balancer and survives restarts, with
 nothing to configure. `TLSRPT_UI__SESSION_KEY` overrides it.
 
+`ui_ended_sessions`: sessions signed out before their cookie expires (the digest of the
+session id, kept until that expiry), so a copy of a signed-out cookie is refused.
+
 `days` gets the day's totals (policy domains, successful and failed sessions), written
 when the day is closed: its counters never change after that, so the list of days reads
 one row per closed day instead of aggregating 10,000 domains' rows per day.
@@ -27,6 +30,10 @@ def upgrade() -> None:
         key         bytea       NOT NULL CHECK (length(key) >= 32),
         created_at  timestamptz NOT NULL
     );
+    CREATE TABLE ui_ended_sessions (
+        session_hash  bytea       PRIMARY KEY,
+        expires_at    timestamptz NOT NULL
+    );
     ALTER TABLE days
         ADD COLUMN domain_count   integer,
         ADD COLUMN success_count  bigint,
@@ -38,5 +45,6 @@ def downgrade() -> None:
     op.execute("""
     ALTER TABLE days DROP COLUMN domain_count, DROP COLUMN success_count,
         DROP COLUMN failure_count;
+    DROP TABLE ui_ended_sessions;
     DROP TABLE ui_session_key;
     """)

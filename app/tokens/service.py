@@ -111,3 +111,16 @@ async def session_key(pool: Pool, *, clock: Clock) -> bytes:
     database (made on first use; see migration 0008)."""
     async with pool.connection() as conn:
         return await store.upsert_session_key(conn, key=secrets.token_bytes(32), now=clock())
+
+
+async def end_session(pool: Pool, session_id: str, expires_at: datetime, *, clock: Clock) -> None:
+    """Sign a web session out for good: its cookie is refused from now on, wherever it is."""
+    async with pool.connection() as conn, conn.transaction():
+        await store.insert_ended_session(
+            conn, session_hash=hash_token(session_id), expires_at=expires_at, now=clock()
+        )
+
+
+async def session_ended(pool: Pool, session_id: str) -> bool:
+    async with pool.connection() as conn:
+        return await store.get_session_ended(conn, hash_token(session_id))

@@ -9,7 +9,8 @@ the digest's scopes: revoking the token ends its sessions within the authenticat
 cache time. It also holds the expiry (from the injected clock, so tests move time
 instead of waiting) and a random CSRF nonce that every form carries back in a hidden
 field (synchroniser token); before signing in the cookie holds only the nonce, for the
-sign-in form.
+sign-in form. Signing out records the nonce (it names the session) as ended until the
+cookie's expiry, so a copy of the cookie taken before is refused too.
 
 The key is `TLSRPT_UI__SESSION_KEY`, or else a random key the first instance stores in the
 database (`tokens.service.session_key`), so every instance accepts every session and a
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -125,7 +127,12 @@ async def write_session(
     )
 
 
-def clear_session(response: Response) -> None:
+async def end_session(request: Request, response: Response, session: Session | None) -> None:
+    """Sign out: the session is ended in the database and its cookie deleted."""
+    if session is not None and session.digest is not None:
+        resources = get_resources(request)
+        expires_at = datetime.fromtimestamp(session.expires, UTC)
+        await tokens.end_session(resources.pool, session.csrf, expires_at, clock=resources.clock)
     response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
 
 
@@ -134,7 +141,10 @@ async def viewer(request: Request) -> Viewer:
     session = await read_session(request)
     if session is None or session.digest is None:
         raise SignInRequiredError
-    scopes = await get_resources(request).authenticator.scopes_of_digest(session.digest)
+    resources = get_resources(request)
+    if await tokens.session_ended(resources.pool, session.csrf):
+        raise SignInRequiredError
+    scopes = await resources.authenticator.scopes_of_digest(session.digest)
     if scopes is None or not scopes & {Scope.READ.value, Scope.ADMIN.value}:
         raise SignInRequiredError
     return Viewer(csrf=session.csrf, admin=Scope.ADMIN.value in scopes)

@@ -47,5 +47,5 @@ async def signout(request: Request) -> Response:
     current = await session.read_session(request)
     session.check_csrf(current.csrf if current else "", form.get("csrf"))
     response = secure(RedirectResponse("/ui/signin", status_code=303))
-    session.clear_session(response)
+    await session.end_session(request, response, current)
     return response

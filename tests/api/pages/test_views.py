@@ -283,3 +283,19 @@ async def test_the_cookie_is_secure_behind_a_tls_proxy(resources: Resources) -> 
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         form = await client.get("/ui/signin")
     assert "Secure" in form.headers["set-cookie"]
+
+
+async def test_a_cookie_copied_before_sign_out_is_refused_after(
+    client: httpx.AsyncClient, resources: Resources
+) -> None:
+    seeded = await seed(resources, client)
+    csrf = await signed_in(client, seeded.read)
+    copied = client.cookies.get(COOKIE)
+    assert copied is not None
+    answer = await client.post("/ui/signout", data={"csrf": csrf})
+    assert answer.status_code == 303 and answer.headers["location"] == "/ui/signin"
+    client.cookies.set(COOKIE, copied, path="/ui")
+    assert (await client.get("/ui/")).status_code == 303
+    client.cookies.clear()
+    await signed_in(client, seeded.read)
+    assert (await client.get("/ui/")).status_code == 200
