@@ -409,6 +409,17 @@ class MetricsSettings(BaseModel):
     require_token: bool = False
 
 
+class UiSettings(BaseModel):
+    # Signs the web pages' session cookies; unset: a random key kept in the database, shared
+    # by every instance (set it to rotate: every session then ends).
+    session_key: SecretStr | None = Field(default=None, min_length=32)
+    # A signed-in browser must sign in again after this long.
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    # Mark the cookie Secure even on plain http: set it behind a TLS-terminating proxy
+    # (the service trusts no proxy headers, so it can not see the browser's https).
+    secure_cookie: bool = False
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     TEXT = "text"
@@ -451,6 +462,7 @@ class Settings(BaseSettings):
     imap: ImapSettings = ImapSettings()
     alerts: AlertSettings = AlertSettings()
     metrics: MetricsSettings = MetricsSettings()
+    ui: UiSettings = UiSettings()
 
     @field_validator("log_level")
     @classmethod

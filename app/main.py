@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic.json_schema import models_json_schema
 
@@ -26,6 +27,7 @@ from app.api import (
     health,
     inbound,
     ingest,
+    pages,
     reports,
     suppressions,
 )
@@ -88,7 +90,9 @@ def create_app(
             if own:
                 await res.close()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the service itself
+    # (the assets ship in the fastapi-offline package), so they work with no internet.
+    app = FastAPIOffline(
         title="TLSRPT service",
         version=VERSION,
         description=DESCRIPTION,
@@ -108,6 +112,7 @@ def create_app(
     app.include_router(inbound.router)
     app.include_router(dns.router)
     app.include_router(alerts.router)
+    pages.install(app)
 
     @app.get("/metrics", include_in_schema=False)
     async def _metrics(request: Request) -> Response:

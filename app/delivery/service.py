@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 
 from app import metrics
@@ -172,3 +173,26 @@ async def report_deliveries(
     for row in attempts:
         by_delivery[row.delivery_id].append(row)
     return [(d, by_delivery[d.id]) for d in deliveries]
+
+
+async def retry_now(pool: Pool, clock: Clock, delivery_id: int) -> bool:
+    """An operator's "send it again now": the delivery becomes due at once, with a fresh
+    RFC 8460 §5.5 retry window (its earlier attempts stay in the log). False when there is
+    no such delivery or it is sent or being sent."""
+    async with pool.connection() as conn, conn.transaction():
+        return await store.mark_delivery_due(conn, delivery_id, now=clock())
+
+
+@dataclass(frozen=True)
+class DeliveryCounts:
+    by_state: dict[str, int]
+    retrying: int
+
+
+async def count_deliveries(pool: Pool) -> DeliveryCounts:
+    """Deliveries per state, and how many pending ones failed before (retrying)."""
+    async with pool.connection() as conn:
+        return DeliveryCounts(
+            await store.count_deliveries_by_state(conn),
+            await store.count_retrying_deliveries(conn),
+        )

@@ -15,6 +15,8 @@ dkimpy would compute: the change is one of speed only, and a test holds it to th
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +72,16 @@ class DkimKey:
     def tags(self) -> BounceTags:
         """The tags of bounce addresses and Message-IDs, keyed by this key."""
         return BounceTags.from_private_key(self.private_key)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the public key as the DNS record's `p=` carries it (DER
+        SubjectPublicKeyInfo), base64: tells which key signs without showing it."""
+        public = serialization.load_pem_private_key(self.private_key, None).public_key()
+        der = public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
 def load_dkim_key(domain: str, selector: str | None, key_file: Path | None) -> DkimKey | None:

@@ -341,3 +341,35 @@ async def list_attempts(conn: Conn, delivery_ids: list[int]) -> list[AttemptRow]
             {"ids": delivery_ids},
         )
         return await cur.fetchall()
+
+
+async def count_deliveries_by_state(conn: Conn) -> dict[str, int]:
+    cur = await conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state")
+    return {state: int(n) for state, n in await cur.fetchall()}
+
+
+async def count_retrying_deliveries(conn: Conn) -> int:
+    """Pending deliveries that have been tried already (waiting for their next attempt)."""
+    cur = await conn.execute(
+        "SELECT count(*) FROM deliveries WHERE state = 'pending' AND attempts > 0"
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+# States an operator may send again now ('sent' is done, 'sending' is someone's).
+RETRYABLE_STATES = ["pending", "failed", "suppressed", "no_dkim_key", "disabled"]
+
+
+async def mark_delivery_due(conn: Conn, delivery_id: int, *, now: datetime) -> bool:
+    """Make one delivery due now with a fresh retry window; False when it is not there or
+    in a state that can not be retried."""
+    cur = await conn.execute(
+        """
+        UPDATE deliveries
+        SET state = 'pending', next_attempt_at = %(now)s, first_attempt_at = NULL
+        WHERE id = %(id)s AND state = ANY(%(states)s::text[])
+        """,
+        {"id": delivery_id, "now": now, "states": RETRYABLE_STATES},
+    )
+    return cur.rowcount > 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from psycopg import AsyncConnection
@@ -269,3 +269,73 @@ async def unlock_mailbox(conn: Conn, key: int) -> None:
         "SELECT pg_advisory_unlock(%(ns)s, %(key)s)", {"ns": MAILBOX_LOCK_NAMESPACE, "key": key}
     )
     await conn.commit()
+
+
+# Reading, for the web pages
+
+
+async def get_totals_since(conn: Conn, from_day: date) -> tuple[int, int, int]:
+    """(reports, successful sessions, failed sessions) of reports for days from `from_day`."""
+    cur = await conn.execute(
+        """
+        SELECT count(*), coalesce(sum(success_count), 0), coalesce(sum(failure_count), 0)
+        FROM inbound_reports WHERE day >= %(from_day)s
+        """,
+        {"from_day": from_day},
+    )
+    row = cast(tuple[Any, ...] | None, await cur.fetchone())
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def list_organization_totals(
+    conn: Conn, from_day: date, limit: int
+) -> list[tuple[str, int, int, int]]:
+    """(sender organization, reports, successful, failed sessions), the most failed first."""
+    cur = await conn.execute(
+        """
+        SELECT organization_name, count(*), sum(success_count), sum(failure_count)
+        FROM inbound_reports WHERE day >= %(from_day)s
+        GROUP BY organization_name ORDER BY 4 DESC, 1 LIMIT %(limit)s
+        """,
+        {"from_day": from_day, "limit": limit},
+    )
+    return [
+        (o, int(n), int(ok), int(bad))
+        for o, n, ok, bad in cast(list[tuple[Any, ...]], await cur.fetchall())
+    ]
+
+
+async def list_policy_domain_totals(
+    conn: Conn, from_day: date, limit: int, *, failing_only: bool
+) -> list[tuple[str, int, int, int]]:
+    """(our policy domain, reports, successful, failed sessions), the most failed first.
+
+    A report about one policy domain (nearly all: senders write one report per domain)
+    is counted from its own columns; only reports about several domains are taken apart
+    (their policies JSON), which keeps this a plain scan of the days' rows."""
+    cur = await conn.execute(
+        """
+        SELECT domain, count(*), sum(ok), sum(bad) FROM (
+            SELECT policy_domains[1] AS domain, success_count AS ok, failure_count AS bad
+            FROM inbound_reports
+            WHERE day >= %(from_day)s AND cardinality(policy_domains) = 1
+              AND (has_failures OR NOT %(failing_only)s)
+            UNION ALL
+            SELECT p.policy_domain, sum(p.success_count), sum(p.failure_count)
+            FROM inbound_reports r, jsonb_to_recordset(r.policies) AS p(policy_domain text,
+                success_count bigint, failure_count bigint)
+            WHERE r.day >= %(from_day)s AND cardinality(r.policy_domains) > 1
+              AND (r.has_failures OR NOT %(failing_only)s)
+            GROUP BY r.id, p.policy_domain
+        ) t
+        GROUP BY domain
+        HAVING sum(bad) > 0 OR NOT %(failing_only)s
+        ORDER BY 4 DESC, 1 LIMIT %(limit)s
+        """,
+        {"from_day": from_day, "limit": limit, "failing_only": failing_only},
+    )
+    return [
+        (d, int(n), int(ok), int(bad))
+        for d, n, ok, bad in cast(list[tuple[Any, ...]], await cur.fetchall())
+    ]

@@ -272,11 +272,15 @@ async def close_day(pool: Pool, clock: Clock, day: date) -> bool:
     """Close a day; True if this call closed it.
 
     Waits for in-flight batches of that day to commit; batches after it get
-    ClosedDayError. The caller builds the day's reports after this returns.
+    ClosedDayError. The caller builds the day's reports after this returns. The day's
+    totals are stored with it (`views.day_totals` reads them).
     """
     async with pool.connection() as conn, conn.transaction():
         await store.lock_day_exclusive(conn, day)
-        return await store.upsert_day_closed(conn, day, clock())
+        closed = await store.upsert_day_closed(conn, day, clock())
+        if closed:
+            await store.mark_day_totals(conn, day)
+        return closed
 
 
 async def day_aggregates(

@@ -75,6 +75,22 @@ async def upsert_day_closed(conn: Conn, day: date, now: datetime) -> bool:
     return await cur.fetchone() is not None
 
 
+async def mark_day_totals(conn: Conn, day: date) -> None:
+    """Store a closed day's totals on its `days` row (its counters no longer change)."""
+    await conn.execute(
+        """
+        UPDATE days SET domain_count = t.domains, success_count = t.ok, failure_count = t.bad
+        FROM (
+            SELECT count(DISTINCT policy_domain) AS domains,
+                coalesce(sum(success_count), 0) AS ok, coalesce(sum(failure_count), 0) AS bad
+            FROM policy_counts WHERE day = %(day)s
+        ) t
+        WHERE days.day = %(day)s
+        """,
+        {"day": day},
+    )
+
+
 async def insert_batch(conn: Conn, batch_id: str, day: date, now: datetime) -> bool:
     """Record a batch id; False when it was recorded before (the batch is a repeat).
 
@@ -271,3 +287,82 @@ async def delete_counts_before(conn: Conn, day: date) -> int:
     await conn.execute("DELETE FROM days WHERE day < %(day)s", params)
     await conn.execute("DELETE FROM ingest_batches WHERE day < %(day)s", params)
     return cur.rowcount
+
+
+# Reading, for the web pages
+
+
+async def list_day_totals(
+    conn: Conn, from_day: date, to_day: date
+) -> list[tuple[date, int, int, int]]:
+    """(day, policy domains, successful sessions, failed sessions) per day with results,
+    newest first: closed days from their stored totals, open ones counted now."""
+    cur = await conn.execute(
+        """
+        SELECT day, domain_count, success_count, failure_count FROM days
+        WHERE day BETWEEN %(from_day)s AND %(to_day)s AND domain_count > 0
+        UNION ALL
+        SELECT c.day, count(DISTINCT c.policy_domain), sum(c.success_count),
+            sum(c.failure_count)
+        FROM policy_counts c
+        WHERE c.day BETWEEN %(from_day)s AND %(to_day)s AND NOT EXISTS (
+            SELECT 1 FROM days d WHERE d.day = c.day AND d.domain_count IS NOT NULL)
+        GROUP BY c.day
+        ORDER BY 1 DESC
+        """,
+        {"from_day": from_day, "to_day": to_day},
+    )
+    return [(d, int(n), int(ok), int(bad)) for d, n, ok, bad in await cur.fetchall()]
+
+
+async def list_domain_totals(
+    conn: Conn,
+    day: date,
+    *,
+    contains: str | None,
+    failing_only: bool,
+    by_failures: bool,
+    after: str | None,
+    offset: int,
+    limit: int,
+) -> list[tuple[str, int, int, int]]:
+    """(policy domain, policies, successful, failed sessions) of a day: by name (keyset
+    pages: names after `after`, read in index order), or the most failed first (offset
+    pages); `contains` filters by a part of the name."""
+    cur = await conn.execute(
+        """
+        SELECT policy_domain, count(*), sum(success_count), sum(failure_count)
+        FROM policy_counts
+        WHERE day = %(day)s
+          AND (%(contains)s::text IS NULL OR strpos(policy_domain, %(contains)s) > 0)
+          AND (%(after)s::text IS NULL OR policy_domain > %(after)s)
+        GROUP BY policy_domain
+        HAVING NOT %(failing_only)s OR sum(failure_count) > 0
+        ORDER BY CASE WHEN %(by_failures)s THEN -sum(failure_count) ELSE 0 END, policy_domain
+        OFFSET %(offset)s LIMIT %(limit)s
+        """,
+        {
+            "day": day,
+            "contains": contains,
+            "failing_only": failing_only,
+            "by_failures": by_failures,
+            "after": after,
+            "offset": offset,
+            "limit": limit,
+        },
+    )
+    return [(d, int(n), int(ok), int(bad)) for d, n, ok, bad in await cur.fetchall()]
+
+
+async def list_top_failing_domains(conn: Conn, day: date, limit: int) -> list[tuple[str, int]]:
+    """(policy domain, failed sessions) of a day, the most failed first; reads only the
+    rows that have failures."""
+    cur = await conn.execute(
+        """
+        SELECT policy_domain, sum(failure_count) FROM policy_counts
+        WHERE day = %(day)s AND failure_count > 0
+        GROUP BY policy_domain ORDER BY 2 DESC, 1 LIMIT %(limit)s
+        """,
+        {"day": day, "limit": limit},
+    )
+    return [(d, int(n)) for d, n in await cur.fetchall()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any, cast
 
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
@@ -231,3 +232,40 @@ async def delete_reports_before(conn: Conn, day: date) -> int:
     cur = await conn.execute("DELETE FROM reports WHERE day < %(day)s", {"day": day})
     await conn.execute("DELETE FROM report_domains WHERE day < %(day)s", {"day": day})
     return cur.rowcount
+
+
+@dataclass(frozen=True, slots=True)
+class DomainOutcome:
+    """A domain's build outcome with its report's id, for the web pages."""
+
+    policy_domain: str
+    state: str
+    reason: str | None
+    report_pk: int | None
+
+
+async def list_domain_outcomes(
+    conn: Conn, day: date, policy_domains: Sequence[str]
+) -> list[DomainOutcome]:
+    async with conn.cursor(row_factory=class_row(DomainOutcome)) as cur:
+        await cur.execute(
+            """
+            SELECT d.policy_domain, d.state, d.reason, r.id AS report_pk
+            FROM report_domains d
+            LEFT JOIN reports r ON r.day = d.day AND r.policy_domain = d.policy_domain
+            WHERE d.day = %(day)s AND d.policy_domain = ANY(%(domains)s::text[])
+            """,
+            {"day": day, "domains": list(policy_domains)},
+        )
+        return await cur.fetchall()
+
+
+async def count_report_domains_by_state(conn: Conn, days: Sequence[date]) -> dict[str, int]:
+    cur = await conn.execute(
+        """
+        SELECT state, count(*) FROM report_domains WHERE day = ANY(%(days)s::date[])
+        GROUP BY state
+        """,
+        {"days": list(days)},
+    )
+    return {state: int(n) for state, n in cast(list[tuple[Any, ...]], await cur.fetchall())}

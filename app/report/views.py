@@ -19,7 +19,7 @@ from app.dns.resolver import TxtResolver
 from app.ingest import service as ingest
 from app.report import store
 from app.report.service import NoReportError, decide, decide_before_dns, reporter_of
-from app.report.store import DomainState
+from app.report.store import DomainOutcome, DomainState
 from app.report.store import StoredReport as StoredReport
 from app.tlsrpt.record import TlsrptRecord
 
@@ -95,3 +95,18 @@ async def list_day(pool: Pool, day: date) -> DayListing:
 async def get_report(pool: Pool, pk: int) -> StoredReport | None:
     async with pool.connection() as conn:
         return await store.get_report(conn, pk)
+
+
+async def domain_outcomes(
+    pool: Pool, day: date, policy_domains: list[str]
+) -> dict[str, DomainOutcome]:
+    """The build outcome (and report id, when built) of each of these domains that has one."""
+    async with pool.connection() as conn:
+        rows = await store.list_domain_outcomes(conn, day, policy_domains)
+    return {row.policy_domain: row for row in rows}
+
+
+async def outcome_counts(pool: Pool, days: list[date]) -> dict[str, int]:
+    """Domains per build state (`pending`, `built`, `no_report`, `gave_up`) over these days."""
+    async with pool.connection() as conn:
+        return await store.count_report_domains_by_state(conn, days)

@@ -91,7 +91,10 @@ class Authenticator:
 
     async def scopes(self, token: str) -> frozenset[str] | None:
         """The token's scopes, or None for an unknown or revoked token."""
-        digest = hash_token(token)
+        return await self.scopes_of_digest(hash_token(token))
+
+    async def scopes_of_digest(self, digest: bytes) -> frozenset[str] | None:
+        """As `scopes`, for a token known by its digest (a web session keeps only that)."""
         now = self._monotonic()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
@@ -103,3 +106,23 @@ class Authenticator:
             self._cache.clear()
         self._cache[digest] = (now + CACHE_SECONDS, result)
         return result
+
+
+async def session_key(pool: Pool, *, clock: Clock) -> bytes:
+    """The key that signs web session cookies, shared by every instance through the
+    database (made on first use; see migration 0008)."""
+    async with pool.connection() as conn:
+        return await store.upsert_session_key(conn, key=secrets.token_bytes(32), now=clock())
+
+
+async def end_session(pool: Pool, session_id: str, expires_at: datetime, *, clock: Clock) -> None:
+    """Sign a web session out for good: its cookie is refused from now on, wherever it is."""
+    async with pool.connection() as conn, conn.transaction():
+        await store.insert_ended_session(
+            conn, session_hash=hash_token(session_id), expires_at=expires_at, now=clock()
+        )
+
+
+async def session_ended(pool: Pool, session_id: str) -> bool:
+    async with pool.connection() as conn:
+        return await store.get_session_ended(conn, hash_token(session_id))

@@ -48,3 +48,39 @@ async def mark_revoked(conn: Conn, name: str, *, now: datetime) -> int:
         {"name": name, "now": now},
     )
     return cur.rowcount
+
+
+async def upsert_session_key(conn: Conn, *, key: bytes, now: datetime) -> bytes:
+    """The stored session key; `key` is stored first when there is none yet."""
+    cur = await conn.execute(
+        """
+        INSERT INTO ui_session_key (id, key, created_at) VALUES (1, %(key)s, %(now)s)
+        ON CONFLICT (id) DO UPDATE SET key = ui_session_key.key
+        RETURNING key
+        """,
+        {"key": key, "now": now},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return bytes(row[0])
+
+
+async def insert_ended_session(
+    conn: Conn, *, session_hash: bytes, expires_at: datetime, now: datetime
+) -> None:
+    """Record a signed-out session until its cookie would expire; forget expired ones."""
+    await conn.execute("DELETE FROM ui_ended_sessions WHERE expires_at <= %(now)s", {"now": now})
+    await conn.execute(
+        """
+        INSERT INTO ui_ended_sessions (session_hash, expires_at)
+        VALUES (%(h)s, %(expires_at)s) ON CONFLICT (session_hash) DO NOTHING
+        """,
+        {"h": session_hash, "expires_at": expires_at},
+    )
+
+
+async def get_session_ended(conn: Conn, session_hash: bytes) -> bool:
+    cur = await conn.execute(
+        "SELECT 1 FROM ui_ended_sessions WHERE session_hash = %(h)s", {"h": session_hash}
+    )
+    return await cur.fetchone() is not None
