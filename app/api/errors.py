@@ -1,7 +1,11 @@
 """One error shape for every response, and the mapping of domain errors to status codes.
 
-`{"error": {"code": "...", "message": "...", "details": [...]}}`. Unexpected exceptions
-become a 500 with the request id and no stack trace; the trace goes to the log.
+`{"error": {"code": "...", "message": "...", "details": [...]}}`. A database that is not
+available now (refused, lost, shut down, no pooled connection within
+`database.acquire_timeout_seconds`, serialization failure, deadlock) is a 503 with
+`Retry-After` on every endpoint: nothing was committed, the client sends again. Other
+unexpected exceptions become a 500 with the request id and no stack trace; the trace goes
+to the log.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.db.outage import UNAVAILABLE
 from app.ingest.service import (
     MAX_REPORTED_PROBLEMS,
     ClosedDayError,
@@ -25,6 +30,10 @@ from app.ingest.service import (
 )
 
 log = logging.getLogger(__name__)
+
+# Seconds a client is asked to wait before sending again while the database is away: a
+# restart takes a few; the pool reconnects in the background meanwhile.
+RETRY_AFTER_SECONDS = 2
 
 
 class ErrorDetail(BaseModel):
@@ -72,6 +81,16 @@ def error_response(
     body = {"error": {"code": code, "message": message, "details": details or []}}
     return Response(
         orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def database_unavailable() -> Response:
+    """The 503 for an outage: nothing was committed; send again after Retry-After."""
+    return error_response(
+        503,
+        "database_unavailable",
+        "the database is not available now; nothing was stored, send again later",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 
@@ -124,6 +143,13 @@ def install_error_handlers(app: FastAPI) -> None:
             "the request is invalid",
             validation_details(list(exc.errors()))[:100],
         )
+
+    @app.exception_handler(UNAVAILABLE)
+    async def _database_unavailable(request: Request, exc: Exception) -> Response:
+        resources = getattr(request.app.state, "resources", None)
+        if resources is not None:
+            resources.pool.outage.failed("api", exc)  # logged once per outage
+        return database_unavailable()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
