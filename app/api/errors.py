@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from app.db.outage import UNAVAILABLE
 from app.ingest.service import (
@@ -99,6 +100,41 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse} for status in statuses}
 
 
+# Operations that never touch the database (no 503).
+_NO_DATABASE = frozenset({"/healthz"})
+
+
+def document_common_statuses(schema: dict[str, Any]) -> None:
+    """Add to the OpenAPI document the statuses any operation can answer beyond its own:
+    503 (database unavailable, with Retry-After) on every operation that uses the
+    database, 400 (a body that can not be parsed) on every operation with a body."""
+    error = {"$ref": "#/components/schemas/ErrorResponse"}
+    content = {"application/json": {"schema": error}}
+    unavailable = {
+        "description": "The database is not available now; nothing was stored.",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before sending again.",
+                "schema": {"type": "integer"},
+            }
+        },
+        "content": content,
+    }
+    unparsable = {"description": "The body can not be parsed.", "content": content}
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            answers = operation.setdefault("responses", {})
+            if path not in _NO_DATABASE:
+                answers.setdefault("503", unavailable)
+            if "requestBody" in operation:
+                answers.setdefault("400", unparsable)
+    defined = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    nested = defined.pop("$defs", {})
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, definition in {**nested, "ErrorResponse": defined}.items():
+        schemas.setdefault(name, definition)
+
+
 def validation_details(errors: list[Any], *, skip: int = 0) -> list[dict[str, Any]]:
     """pydantic errors as {index, field, reason}; `skip` drops leading loc parts."""
     details = []
@@ -152,7 +188,20 @@ def install_error_handlers(app: FastAPI) -> None:
         return database_unavailable()
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        return error_response(
-            exc.status_code, "http_error", str(exc.detail), headers=getattr(exc, "headers", None)
-        )
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # Starlette names only the first route that matched the path; a path served by
+            # several routes (GET and POST) allows the methods of all of them.
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        return error_response(exc.status_code, "http_error", str(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:  # PARTIAL: the path matches, the method does not
+                methods |= route.methods
+    return ", ".join(sorted(methods))
