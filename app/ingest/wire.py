@@ -41,7 +41,9 @@ class ResultIn(FailureDetailFields):
         description="When the session happened (RFC 3339 with offset); picks "
         "the UTC day. Default: time of receipt.",
     )
-    count: int = Field(default=1, ge=1, le=1_000_000_000)
+    # Strict: a JSON integer, as the schema says (not "5"; received reports, read by
+    # `app.tlsrpt.received`, stay lenient).
+    count: int = Field(default=1, ge=1, le=1_000_000_000, strict=True)
     report_delivery: bool = Field(
         default=False,
         strict=True,  # true or false, as the schema says; not "yes" nor 1

@@ -10,7 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
 ST=${SCHEMATHESIS:-.venv/bin/schemathesis}
-EXAMPLES=${SCHEMATHESIS_EXAMPLES:-25}
+# The admin token reaches every operation: the full volume. The narrower scopes mostly
+# meet 403s (documented, checked) and the operations they open: fewer examples.
+EXAMPLES=${SCHEMATHESIS_EXAMPLES:-20}
+SCOPE_EXAMPLES=${SCHEMATHESIS_SCOPE_EXAMPLES:-5}
 SEED=${SCHEMATHESIS_SEED:-18}
 
 work=$(mktemp -d /tmp/tlsrpt-schemathesis.XXXXXX)
@@ -50,8 +53,10 @@ status=0
 for scope in ${SCHEMATHESIS_SCOPES:-admin ingest read}; do
     echo "== schemathesis with a token of scope $scope"
     bearer=$(token "$scope")
+    examples=$EXAMPLES
+    [ "$scope" = admin ] || examples=$SCOPE_EXAMPLES
     PYTHONPATH=deploy/ci SCHEMATHESIS_HOOKS=schemathesis_hooks "$ST" --config-file deploy/ci/schemathesis.toml run "$base/openapi.json" \
-        --max-examples "$EXAMPLES" \
+        --max-examples "$examples" \
         --seed "$SEED" \
         --suppress-health-check all \
         --no-shrink \
