@@ -47,7 +47,9 @@ def _cli(env: dict[str, str], *args: str) -> str:
 
 
 @contextmanager
-def serve(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def serve(
+    env: dict[str, str], log: list[str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--port", str(port), "--no-scheduler"],
@@ -64,7 +66,9 @@ def serve(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=60)
+        output, _ = server.communicate(timeout=60)
+        if log is not None:
+            log.append(output)
 
 
 @dataclass
@@ -118,7 +122,8 @@ def test_database_stopped_and_started_under_ingest() -> None:
         env = _env(cluster.url)
         _cli(env, "migrate")
         token = _cli(env, "token", "create", "--scope", "ingest", "--name", "load")
-        with serve(env) as (server, base), Load(base, token).running() as load:
+        log: list[str] = []
+        with serve(env, log) as (server, base), Load(base, token).running() as load:
             until_blocking(lambda: load.acknowledged >= 20, "results acknowledged", every=0.01)
             cluster.stop()
             before = len(load.refusals)
@@ -145,6 +150,10 @@ def test_database_stopped_and_started_under_ingest() -> None:
         # The pool's wait is bounded (2 s): no request hangs for the whole outage.
         assert load.slowest < 5, load.slowest
         assert _stored(cluster.url) == load.acknowledged
+        # Said once when the outage began and once when it ended, not per request.
+        [output] = log
+        assert output.count('"event":"database_unavailable"') == 1, output
+        assert output.count('"event":"database_available"') == 1, output
 
 
 def test_server_killed_under_ingest(database_url: str) -> None:
