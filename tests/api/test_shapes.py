@@ -80,3 +80,31 @@ async def test_tallies_of_any_shape_get_a_refusal(
     response = await client.post("/v1/tallies", json=body, headers=headers)
     assert response.status_code in (400, 422), response.text
     assert response.json()["error"]["message"]
+
+
+async def test_a_405_allows_every_method_of_the_path(
+    client: httpx.AsyncClient, make_token: MakeToken
+) -> None:
+    headers = bearer(await make_token(Scope.ADMIN))
+    response = await client.request("OPTIONS", "/v1/suppressions", headers=headers)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"  # two routes share the path
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/v1/reports?day=0", "query.day"),  # pydantic alone reads 0 as 1970-01-01
+        ("/v1/deliveries?day=20261124", "query.day"),
+        ("/v1/reports/99999999999999999999/deliveries", "path.report_pk"),  # past bigint
+        ("/v1/reports/preview?policy_domain=&day=2026-11-24", "query.policy_domain"),
+        ("/v1/inbound/summary?domain=", "query.domain"),
+    ],
+)
+async def test_parameters_outside_the_schema_are_422(
+    client: httpx.AsyncClient, make_token: MakeToken, path: str, field: str
+) -> None:
+    headers = bearer(await make_token(Scope.ADMIN))
+    response = await client.get(path, headers=headers)
+    assert response.status_code == 422, response.text
+    assert field in [d["field"] for d in response.json()["error"]["details"]]
