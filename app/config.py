@@ -49,6 +49,9 @@ class DatabaseSettings(BaseModel):
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How long a request (or loop) waits for a pooled connection before it gives up: a
+    # database outage then answers 503 with Retry-After in seconds, not a hung request.
+    acquire_timeout_seconds: float = Field(default=2.0, gt=0)
 
 
 class IngestSettings(BaseModel):

@@ -32,7 +32,7 @@ from app.api import (
     suppressions,
 )
 from app.api.auth import authorize
-from app.api.errors import install_error_handlers
+from app.api.errors import document_common_statuses, install_error_handlers
 from app.api.middleware import RequestContextMiddleware
 from app.config import Settings
 from app.resources import Resources, open_resources
@@ -137,6 +137,7 @@ def create_app(
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
                 defs.get("$defs", {})
             )
+            document_common_statuses(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

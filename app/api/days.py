@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AfterValidator, BaseModel, Field
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
 
 from app.api.auth import get_resources, require_scope
 from app.api.errors import responses
+from app.api.params import Day, DomainValue, domain_query
 from app.ingest.service import day_aggregates
-from app.tlsrpt.names import normalise_domain
 from app.tlsrpt.wire import format_policy
 from app.tokens.service import Scope
 
@@ -40,12 +40,8 @@ class DayResults(BaseModel):
 )
 async def get_day_results(
     request: Request,
-    day: dt.date,
-    policy_domain: Annotated[
-        str | None,
-        Query(description="Only this policy domain (IDNA accepted).", max_length=255),
-        AfterValidator(normalise_domain),
-    ] = None,
+    day: Day,
+    policy_domain: Annotated[DomainValue | None, domain_query("Only this policy domain")] = None,
 ) -> DayResults:
     aggregates = await day_aggregates(
         get_resources(request).pool, day, None if policy_domain is None else [policy_domain]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.auth import get_resources, require_scope
 from app.api.errors import ApiError, responses
+from app.api.params import MAX_ID, Day, RowId
 from app.delivery import service
 from app.tokens.service import Scope
 
@@ -86,8 +87,8 @@ class ReportDeliveries(BaseModel):
 async def list_deliveries(
     request: Request,
     state: Annotated[DeliveryState | None, Query(description="Only this state.")] = None,
-    day: Annotated[dt.date | None, Query(description="Only reports of this UTC day.")] = None,
-    after: Annotated[int, Query(ge=0, description="Only ids after this one.")] = 0,
+    day: Annotated[Day | None, Query(description="Only reports of this UTC day.")] = None,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="Only ids after this one.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DeliveryPage:
     rows = await service.list_deliveries(
@@ -105,7 +106,7 @@ async def list_deliveries(
     summary="A report's deliveries, each with all its attempts",
     responses=responses(401, 403, 404, 422),
 )
-async def report_deliveries(request: Request, report_pk: int) -> ReportDeliveries:
+async def report_deliveries(request: Request, report_pk: RowId) -> ReportDeliveries:
     found = await service.report_deliveries(get_resources(request).pool, report_pk)
     if found is None:
         raise ApiError(404, "not_found", f"no report with id {report_pk}")

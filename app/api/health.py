@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from app.api.auth import get_resources
-from app.api.errors import error_response, responses
+from app.api.errors import database_unavailable, error_response, responses
 from app.db.migrate import current_heads
 
 router = APIRouter(tags=["health"])
@@ -33,13 +33,13 @@ async def healthz() -> Status:
 async def readyz(request: Request) -> Response | Status:
     resources = get_resources(request)
     try:
+        # The pool's own wait (database.acquire_timeout_seconds) bounds the connection.
         async with asyncio.timeout(5):
-            async with resources.pool.connection(timeout=5) as conn:
+            async with resources.pool.connection() as conn:
                 heads = await current_heads(conn)
     except Exception as exc:  # any failure to reach the database means not ready
-        return error_response(
-            503, "database_unavailable", f"database unreachable: {type(exc).__name__}"
-        )
+        resources.pool.outage.failed("readyz", exc)
+        return database_unavailable()
     if heads != resources.expected_heads:
         return error_response(
             503,

@@ -26,6 +26,7 @@ from app.api.inbound_schemas import (
     ReportAccepted,
     SenderDaySummary,
 )
+from app.api.params import MAX_ID, Day, RowId, domain_query
 from app.inbound import service
 from app.inbound.mail import NoReportError
 from app.inbound.messages import receive_message
@@ -185,12 +186,14 @@ def _domain(value: str, field: str) -> str:
 )
 async def list_reports(
     request: Request,
-    domain: Annotated[str | None, Query(description="Reports with this policy domain.")] = None,
+    domain: Annotated[str | None, domain_query("Reports with this policy domain")] = None,
     organization: Annotated[str | None, Query(description="Sending organization.")] = None,
-    from_day: Annotated[dt.date | None, Query(alias="from")] = None,
-    to_day: Annotated[dt.date | None, Query(alias="to")] = None,
+    from_day: Annotated[Day | None, Query(alias="from")] = None,
+    to_day: Annotated[Day | None, Query(alias="to")] = None,
     has_failures: bool | None = None,
-    before: Annotated[int | None, Query(description="Page: ids below this.")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Page: ids below this.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> InboundReportList:
     where = ReportFilter(
@@ -215,7 +218,7 @@ async def list_reports(
     dependencies=[Depends(require_scope(Scope.READ))],
     responses=responses(401, 403, 404),
 )
-async def get_report(request: Request, report_pk: int) -> InboundReportDetail:
+async def get_report(request: Request, report_pk: RowId) -> InboundReportDetail:
     row = await service.get_report(get_resources(request).pool, report_pk)
     if row is None:
         raise ApiError(404, "not_found", f"no received report with id {report_pk}")
@@ -233,9 +236,9 @@ async def get_report(request: Request, report_pk: int) -> InboundReportDetail:
 )
 async def get_summary(
     request: Request,
-    domain: Annotated[str, Query(description="The policy domain (your domain).")],
-    from_day: Annotated[dt.date | None, Query(alias="from")] = None,
-    to_day: Annotated[dt.date | None, Query(alias="to")] = None,
+    domain: Annotated[str, domain_query("The policy domain (your domain)")],
+    from_day: Annotated[Day | None, Query(alias="from")] = None,
+    to_day: Annotated[Day | None, Query(alias="to")] = None,
 ) -> InboundSummary:
     resources = get_resources(request)
     policy_domain = _domain(domain, "domain")

@@ -12,13 +12,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.auth import get_resources, require_scope
 from app.api.errors import ApiError, responses
+from app.api.params import Day, DomainValue, RowId, domain_query
 from app.dns.lookup import TemporaryDnsError
 from app.report import service, views
-from app.tlsrpt.names import normalise_domain
 from app.tokens.service import Scope
 
 router = APIRouter(tags=["reports"], dependencies=[Depends(require_scope(Scope.READ))])
@@ -90,12 +90,8 @@ class DayReports(BaseModel):
 )
 async def preview(
     request: Request,
-    policy_domain: Annotated[
-        str,
-        Query(description="The policy domain (IDNA accepted).", max_length=255),
-        AfterValidator(normalise_domain),
-    ],
-    day: Annotated[dt.date, Query(description="The UTC day, YYYY-MM-DD.")],
+    policy_domain: Annotated[DomainValue, domain_query("The policy domain")],
+    day: Annotated[Day, Query(description="The UTC day, YYYY-MM-DD.")],
 ) -> Response:
     domain = policy_domain
     res = get_resources(request)
@@ -134,7 +130,7 @@ async def preview(
 )
 async def list_reports(
     request: Request,
-    day: Annotated[dt.date, Query(description="The UTC day, YYYY-MM-DD.")],
+    day: Annotated[Day, Query(description="The UTC day, YYYY-MM-DD.")],
 ) -> DayReports:
     listing = await views.list_day(get_resources(request).pool, day)
     return DayReports(
@@ -173,7 +169,7 @@ async def _stored(request: Request, report_pk: int) -> views.StoredReport:
     response_class=Response,
     responses={**_JSON_BODY, **responses(401, 403, 404, 422)},
 )
-async def get_report(request: Request, report_pk: int) -> Response:
+async def get_report(request: Request, report_pk: RowId) -> Response:
     report = await _stored(request, report_pk)
     return Response(report.report_json, media_type="application/json")
 
@@ -190,7 +186,7 @@ async def get_report(request: Request, report_pk: int) -> Response:
         **responses(401, 403, 404, 422),
     },
 )
-async def download_report(request: Request, report_pk: int) -> Response:
+async def download_report(request: Request, report_pk: RowId) -> Response:
     report = await _stored(request, report_pk)
     return Response(
         report.report_gzip,

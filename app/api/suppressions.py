@@ -7,10 +7,10 @@ normalised form delivery rows use, and a due delivery to it ends as `suppressed`
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from app.api.auth import get_resources, require_scope
 from app.api.errors import ApiError, responses
@@ -19,6 +19,12 @@ from app.delivery.suppression import SuppressionRow
 from app.tokens.service import Scope
 
 router = APIRouter(tags=["suppressions"], dependencies=[Depends(require_scope(Scope.ADMIN))])
+
+
+def _text(value: Any) -> Any:
+    if value is not None and not isinstance(value, str | dt.datetime):
+        raise ValueError("an RFC 3339 date-time, as a string")  # not seconds since 1970
+    return value
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -36,8 +42,8 @@ class SuppressionIn(BaseModel):
         examples=["tlsrpt@example.com"],
     )
     comment: str = Field(default="", max_length=suppression.MAX_COMMENT)
-    expires_at: Annotated[dt.datetime | None, AfterValidator(_aware)] = Field(
-        default=None, description="RFC 3339; null: until removed."
+    expires_at: Annotated[dt.datetime | None, BeforeValidator(_text), AfterValidator(_aware)] = (
+        Field(default=None, description="RFC 3339; null: until removed.")
     )
 
 

@@ -5,7 +5,9 @@ flush at commit. Callers hand an item to `GroupCommitQueue.submit` and wait; a f
 writer tasks take whatever is waiting (up to a size budget) and write it together in
 `write_group`, which must settle every item's future: a result after the commit, or an
 exception for an item that is refused alone. An exception escaping `write_group` fails
-every item of the group still unsettled. Areas subclass it (ingest, inbound).
+every item of the group still unsettled, except a serialization failure or a deadlock:
+the group is written again first (WRITE_ATTEMPTS in all). Areas subclass it (ingest,
+inbound).
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from psycopg.errors import DeadlockDetected, SerializationFailure, TransactionRollback
+
+# A group that lost a serialization conflict or a deadlock is written this many times in
+# all; then its callers get the error (the API's 503 with Retry-After).
+WRITE_ATTEMPTS = 3
+# SQLSTATE class 40; psycopg's classes for 40001 and 40P01 do not derive from its class.
+LOST_TO_A_CONCURRENT_TRANSACTION = (TransactionRollback, SerializationFailure, DeadlockDetected)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -71,8 +81,23 @@ class GroupCommitQueue(ABC, Generic[T, R]):
                 pending = self._queue.get_nowait()
                 group.append(pending)
                 total += self.size(pending.item)
+            await self._write_again_if_lost(group)
+
+    async def _write_again_if_lost(self, group: list[Pending[T, R]]) -> None:
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            # Items settled by a failed attempt (refused alone) are not written again.
+            group = [pending for pending in group if not pending.done.done()]
             try:
                 await self.write_group(group)
+                return
+            except LOST_TO_A_CONCURRENT_TRANSACTION as exc:
+                # Lost to a concurrent transaction (serialization failure, deadlock): the
+                # transaction was rolled back whole, so writing the group again is safe.
+                if attempt < WRITE_ATTEMPTS:
+                    continue
+                failure: Exception = exc
             except Exception as exc:
-                for pending in group:
-                    pending.fail(exc)
+                failure = exc
+            for pending in group:
+                pending.fail(failure)
+            return

@@ -172,8 +172,11 @@ class ImapIntake:
             reason = exc.reason
             event = "imap_login_failed" if exc.login else "imap_unavailable"
         elif isinstance(exc, psycopg.OperationalError | PoolTimeout):
-            # The lock's connection: the mailbox is not touched while the database is away.
-            reason, event = _db_reason(exc), "imap_database_unavailable"
+            # The lock's connection: the mailbox is not touched while the database is
+            # away. Said once per outage (`database_unavailable`), not every attempt.
+            self.pool.outage.failed("imap", exc)
+            await self.sleep(delay)
+            return
         else:
             reason, event = display(repr(exc), 300), "imap_watch_retry"
         fields = {**describe(self.settings), "reason": reason, "failures": self.failures}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from app.tlsrpt.model import FailureDetail, PolicyAggregate, ResultType
 from app.tlsrpt.tally import Tally
@@ -41,9 +41,12 @@ class ResultIn(FailureDetailFields):
         description="When the session happened (RFC 3339 with offset); picks "
         "the UTC day. Default: time of receipt.",
     )
-    count: int = Field(default=1, ge=1, le=1_000_000_000)
+    # Strict: a JSON integer, as the schema says (not "5"; received reports, read by
+    # `app.tlsrpt.received`, stay lenient).
+    count: int = Field(default=1, ge=1, le=1_000_000_000, strict=True)
     report_delivery: bool = Field(
         default=False,
+        strict=True,  # true or false, as the schema says; not "yes" nor 1
         alias="report-delivery",
         description="The session delivered a TLS report: counted, but never alone causes "
         "a report (RFC 8460 §3).",
@@ -51,6 +54,8 @@ class ResultIn(FailureDetailFields):
 
 
 class ResultsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     results: list[ResultIn] = Field(min_length=1)
 
 

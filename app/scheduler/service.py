@@ -24,8 +24,10 @@ from datetime import date, datetime, timedelta
 
 from app.alerts import gauges
 from app.alerts import service as alerts
+from app.backoff import backoff_seconds
 from app.clock import Clock
 from app.config import Settings
+from app.db.outage import UNAVAILABLE
 from app.db.pool import Pool
 from app.delivery.senders import Senders
 from app.delivery.service import deliver_due
@@ -42,6 +44,8 @@ BUILD_JOB = "build_day"
 PURGE_JOB = "purge"
 # A failed build (database trouble, a bug) is tried again after this long.
 BUILD_ERROR_RETRY = timedelta(minutes=5)
+# Longest pause between rounds while the database is away (seconds).
+OUTAGE_RETRY_CAP = 60.0
 
 
 def instance_name() -> str:
@@ -102,15 +106,26 @@ class Scheduler:
         await self._stop.wait()
 
     async def run(self) -> None:
-        """Rounds every `poll_seconds` until `stop()`; a failed round is logged, not fatal."""
+        """Rounds every `poll_seconds` until `stop()`; a failed round is logged, not fatal.
+        While the database is away the rounds back off (`app/backoff.py`, up to
+        OUTAGE_RETRY_CAP), and the outage is logged once, not per round."""
         poll = self.settings.scheduler.poll_seconds
         log.info("scheduler_started", extra={"fields": {"owner": self.owner}})
+        failures = 0
         while not self.stopping:
+            pause = poll
             try:
                 await self.run_once()
+                failures = 0
+            except UNAVAILABLE as exc:
+                failures += 1
+                self.pool.outage.failed("scheduler", exc)
+                pause = backoff_seconds(
+                    failures, initial=poll, cap=max(poll, OUTAGE_RETRY_CAP), jitter=self._rand()
+                )
             except Exception:
                 log.exception("scheduler_round_failed", extra={"fields": {"owner": self.owner}})
-            await self._pause(poll)
+            await self._pause(pause)
         log.info("scheduler_stopped", extra={"fields": {"owner": self.owner}})
 
     async def _pause(self, seconds: float) -> None:
@@ -219,6 +234,8 @@ class Scheduler:
                 day,
                 spread=lambda: self._rand() * window,
             )
+        except UNAVAILABLE:
+            raise  # the round backs off; the lease lets the job be taken again after
         except Exception as exc:
             log.exception("day_build_failed", extra={"fields": {"day": day.isoformat()}})
             error_at = self.clock() + BUILD_ERROR_RETRY
@@ -244,6 +261,8 @@ class Scheduler:
             oldest = today - timedelta(days=max(retention.results_days, retention.reports_days))
             async with self.pool.connection() as conn:
                 await store.delete_jobs_before(conn, oldest)
+        except UNAVAILABLE:
+            raise
         except Exception as exc:
             log.exception("purge_failed")
             retry_at = self.clock() + BUILD_ERROR_RETRY

@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -48,8 +49,34 @@ def _blank_to_none(value: Any) -> Any:
     return value
 
 
-Domain = Annotated[str, Field(max_length=MAX_DOMAIN), AfterValidator(normalise_domain)]
-OptDomain = Annotated[Domain | None, BeforeValidator(_blank_to_none)]
+# The form of a domain the schema states: LDH labels of 1-63 characters (`_` too, as in
+# `_smtp._tls`), an optional trailing dot. `normalise_domain` enforces it; it also maps
+# U-labels to A-labels (SPEC §3), which the description says.
+_NAME = (
+    r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$"
+)
+DOMAIN_PATTERN = "^" + _NAME
+# 253 characters and a trailing dot.
+MAX_DOMAIN_NAME = 254
+DOMAIN_SCHEMA: dict[str, Any] = {"pattern": DOMAIN_PATTERN}
+# Optional fields take a blank string as absent.
+_BLANK: dict[str, Any] = {"type": "string", "pattern": r"^\s*$", "maxLength": MAX_DOMAIN_NAME}
+_OPT_DOMAIN_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1, "maxLength": MAX_DOMAIN_NAME, **DOMAIN_SCHEMA},
+        _BLANK,
+        {"type": "null"},
+    ]
+}
+Domain = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_DOMAIN_NAME, json_schema_extra=DOMAIN_SCHEMA),
+    AfterValidator(normalise_domain),
+]
+OptDomain = Annotated[
+    Domain | None, BeforeValidator(_blank_to_none), WithJsonSchema(_OPT_DOMAIN_SCHEMA)
+]
 OptIp = Annotated[
     Annotated[str, Field(max_length=64), AfterValidator(normalise_ip)] | None,
     BeforeValidator(_blank_to_none),
@@ -59,7 +86,11 @@ OptText = Annotated[
     BeforeValidator(_blank_to_none),
 ]
 PolicyLine = Annotated[str, Field(max_length=MAX_TEXT, pattern=PRINTABLE)]
-MxPattern = Annotated[str, Field(max_length=MAX_DOMAIN), AfterValidator(normalise_mx_pattern)]
+MxPattern = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_DOMAIN, json_schema_extra={"pattern": r"^(\*\.)?" + _NAME}),
+    AfterValidator(normalise_mx_pattern),
+]
 
 WIRE = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
 

@@ -418,13 +418,39 @@ async def test_results_for_a_closed_day_get_409_and_nothing_is_stored(
 async def test_no_stack_trace_reaches_the_client(
     client: httpx.AsyncClient, ingest_headers: dict[str, str], resources: Resources
 ) -> None:
-    await resources.pool.close()
-    response = await post(client, ingest_headers, STS_RESULT)
+    # A real failure nobody foresaw: the database raises inside the ingest statement.
+    async with resources.pool.connection() as conn:
+        await conn.execute(
+            """
+            CREATE FUNCTION test_bug() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN RAISE EXCEPTION 'a bug'; END $$;
+            CREATE TRIGGER test_bug BEFORE INSERT ON policy_counts
+            FOR EACH ROW EXECUTE FUNCTION test_bug();
+            """
+        )
+    try:
+        response = await post(client, ingest_headers, STS_RESULT)
+    finally:
+        async with resources.pool.connection() as conn:
+            await conn.execute("DROP FUNCTION test_bug() CASCADE")
     assert response.status_code == 500
     body = response.json()["error"]
     assert body["code"] == "internal_error"
     assert "Traceback" not in response.text and "psycopg" not in response.text
     assert response.headers["x-request-id"] in body["message"]
+
+
+async def test_a_database_that_is_not_there_is_a_503_with_retry_after(
+    client: httpx.AsyncClient, ingest_headers: dict[str, str], resources: Resources
+) -> None:
+    await resources.pool.close()  # no connection to be had: PoolClosed, an OperationalError
+    response = await post(client, ingest_headers, STS_RESULT)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "2"
+    assert response.json()["error"]["code"] == "database_unavailable"
+    assert "Traceback" not in response.text and "psycopg" not in response.text
+    ready = await client.get("/readyz")
+    assert (ready.status_code, ready.headers["retry-after"]) == (503, "2")
 
 
 async def test_a_null_policy_is_a_422_naming_the_item(

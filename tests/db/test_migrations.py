@@ -57,14 +57,10 @@ async def test_readyz_is_503_until_migrated(empty_database_url: str) -> None:
 
 async def test_readyz_is_503_when_the_database_is_unreachable() -> None:
     settings = Settings(database_url=SecretStr("postgresql://postgres@127.0.0.1:1/nothing"))
-    from psycopg_pool import AsyncNullConnectionPool
-
-    # A pool that connects on demand: the refused connection is the answer at once, where
-    # a pool that keeps retrying in the background has /readyz wait out its 5 s timeout.
-    pool = AsyncNullConnectionPool(
-        "postgresql://postgres@127.0.0.1:1/nothing?connect_timeout=1", open=False, max_size=1
+    # The pool's wait for a connection is bounded (database.acquire_timeout_seconds).
+    pool = await open_pool(
+        "postgresql://postgres@127.0.0.1:1/nothing", settings.database, wait=False
     )
-    await pool.open(wait=False)
     resources = Resources(
         settings=settings, pool=pool, resolver=FakeResolver(), expected_heads=expected_heads()
     )
@@ -75,6 +71,7 @@ async def test_readyz_is_503_when_the_database_is_unreachable() -> None:
         ) as client:
             response = await client.get("/readyz")
         assert response.status_code == 503
+        assert response.headers["retry-after"] == "2"
         assert response.json()["error"]["code"] == "database_unavailable"
     finally:
         await pool.close()

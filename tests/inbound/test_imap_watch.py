@@ -174,7 +174,7 @@ async def test_watch_that_loses_its_lock_connection_backs_off_and_takes_it_again
     # poll, back off after the lost connection (the one backoff rule), poll again
     assert slept == [5, 10, 5]
     events = [r.getMessage() for r in caplog.records]
-    assert events.count("imap_database_unavailable") == 1
+    assert events.count("database_unavailable") == 1
     assert events.count("imap_watching") == 2
 
 

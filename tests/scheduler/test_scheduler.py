@@ -4,6 +4,7 @@ retries, two instances, a dead instance's job, graceful stop."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from app.delivery.senders import startup_warnings
 from app.dns.lookup import TemporaryDnsError
 from app.resources import Resources
 from app.scheduler import store
-from app.scheduler.service import BUILD_JOB, days_to_build
+from app.scheduler.service import BUILD_JOB, OUTAGE_RETRY_CAP, days_to_build
 from app.tlsrpt.model import Policy, PolicyType
 from app.tlsrpt.tally import Tally
 from tests import services
@@ -201,3 +202,28 @@ async def test_without_dkim_key_mail_is_not_sent_and_https_is(
         assert "TLSRPT_DKIM__PRIVATE_KEY_FILE" in (states["mailto:r@example.com"][2] or "")
         assert states[env.https_rua()][0] == "sent"
         assert env.smtp.messages == [] and len(env.https.posts) == 1
+
+
+async def test_rounds_back_off_while_the_database_is_away_and_say_so_once(
+    env: DeliveryEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler = await instance(env, FakeResolver(), "one")
+    poll = env.settings.scheduler.poll_seconds
+    await scheduler.resources.pool.close()  # every round meets PoolClosed: away
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 4:
+            scheduler.stop()
+
+    scheduler._sleep = sleep
+    with caplog.at_level(logging.INFO):
+        await asyncio.wait_for(scheduler.run(), timeout=30)
+    # The one backoff rule from the poll interval (no jitter here), not one line per round.
+    cap = max(poll, OUTAGE_RETRY_CAP)
+    assert pauses == [min(poll * 2**n, cap) for n in range(4)]
+    assert pauses[-1] > poll
+    events = [r.getMessage() for r in caplog.records]
+    assert events.count("database_unavailable") == 1
+    assert "scheduler_round_failed" not in events
