@@ -352,6 +352,9 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.JSON
     # False keeps collecting and building reports but sends nothing.
     send_reports: bool = True
+    # How long a token's scopes are cached per process: revocations reach every instance
+    # at once (LISTEN/NOTIFY); this bounds a revocation whose notification was missed.
+    auth_cache_seconds: float = Field(default=10.0, ge=0, le=3600)
 
     database: DatabaseSettings = DatabaseSettings()
     ingest: IngestSettings = IngestSettings()
