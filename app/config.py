@@ -331,6 +331,8 @@ def _is_loopback(host: str) -> bool:
 
 
 class LogFormat(StrEnum):
+    # auto: text when the log goes to a terminal (a person reads it), JSON otherwise.
+    AUTO = "auto"
     JSON = "json"
     TEXT = "text"
 
@@ -349,7 +351,7 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     data_dir: Path = Field(default_factory=default_data_dir)
     log_level: str = "INFO"
-    log_format: LogFormat = LogFormat.JSON
+    log_format: LogFormat = LogFormat.AUTO
     # False keeps collecting and building reports but sends nothing.
     send_reports: bool = True
     # How long a token's scopes are cached per process: revocations reach every instance
