@@ -161,7 +161,9 @@ async def _dry_run(res: Resources, day: date) -> int:
         print(f"no results for {day}: nothing would be sent")
     for domain in domains:
         try:
-            preview = await preview_report(res.pool, res.resolver, res.settings.report, day, domain)
+            preview = await preview_report(
+                res.pool, res.resolver, res.settings.report, day, domain, now=res.clock()
+            )
         except NoReportError as exc:
             print(f"{domain}: no report ({exc.reason})")
             continue
@@ -170,8 +172,12 @@ async def _dry_run(res: Resources, day: date) -> int:
             continue
         built = "built" if preview.stored else "not built yet"
         print(f"{domain} ({built}, {len(preview.report_json)} bytes JSON):")
+        suppressed = {skipped.rua for skipped in preview.not_used}
         for rua in preview.rua:
-            print(f"  {rua} -> {await _route(res, rua, relay)}")
+            if rua not in suppressed:
+                print(f"  {rua} -> {await _route(res, rua, relay)}")
+        for skipped in preview.not_used:
+            print(f"  {skipped.rua} -> not sent: {skipped.reason}")
     if not res.settings.send_reports:
         print("(TLSRPT_SEND_REPORTS is false: nothing would actually be sent)")
     return 0
