@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 KEEPALIVE_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 10
+# How the listening connection shows in pg_stat_activity.
+APPLICATION_NAME = "tlsrpt-revocations"
 RETRY_INITIAL_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
 
@@ -94,7 +96,10 @@ class RevocationListener:
 
     async def _listen(self) -> None:
         conn = await psycopg.AsyncConnection.connect(
-            self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+            self._conninfo,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            application_name=APPLICATION_NAME,
         )
         async with conn:
             await store.listen_revoked(conn)

@@ -16,9 +16,8 @@ import psycopg
 import pytest
 
 from app.resources import Resources
-from app.tokens.revocations import RevocationListener
+from app.tokens.revocations import APPLICATION_NAME, RevocationListener
 from app.tokens.service import Authenticator, Scope, revoke_token
-from app.tokens.store import REVOKED_CHANNEL
 from tests.conftest import MakeToken
 from tests.e2e.test_serve_embedded import free_port, wait_ready
 from tests.wait import until, until_awaited, until_blocking
@@ -78,8 +77,8 @@ def listeners(database_url: str) -> int:
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND query = %(q)s",
-            {"q": f'LISTEN "{REVOKED_CHANNEL}"'},
+            "AND application_name = %(name)s",
+            {"name": APPLICATION_NAME},
         ).fetchone()
     return int(row[0]) if row else 0
 
@@ -122,8 +121,8 @@ async def test_listener_reconnects_and_forgets_all_after_losing_its_connection(
         async with resources.pool.connection() as conn:
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE query = %(q)s AND pid <> pg_backend_pid()",
-                {"q": f'LISTEN "{REVOKED_CHANNEL}"'},
+                "WHERE application_name = %(name)s AND datname = current_database()",
+                {"name": APPLICATION_NAME},
             )
         await until(lambda: delays, "the listener notices the lost connection")
         await until(listener.listening.is_set, "the listener LISTENs again")
