@@ -424,6 +424,8 @@ class UiSettings(BaseModel):
 
 
 class LogFormat(StrEnum):
+    # auto: text when the log goes to a terminal (a person reads it), JSON otherwise.
+    AUTO = "auto"
     JSON = "json"
     TEXT = "text"
 
@@ -442,12 +444,15 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     data_dir: Path = Field(default_factory=default_data_dir)
     log_level: str = "INFO"
-    log_format: LogFormat = LogFormat.JSON
+    log_format: LogFormat = LogFormat.AUTO
     # False keeps collecting and building reports but sends nothing.
     send_reports: bool = True
     # The https base URL others reach this service at (for the rua `tlsrpt dns-check`
     # suggests), e.g. https://tlsrpt.example.org
     public_url: str | None = None
+    # How long a token's scopes are cached per process: revocations reach every instance
+    # at once (LISTEN/NOTIFY); this bounds a revocation whose notification was missed.
+    auth_cache_seconds: float = Field(default=10.0, ge=0, le=3600)
 
     database: DatabaseSettings = DatabaseSettings()
     ingest: IngestSettings = IngestSettings()

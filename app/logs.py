@@ -1,4 +1,5 @@
-"""Structured logging: one JSON object per line, stable event names, a request id.
+"""Structured logging: one JSON object per line (or a readable line on a terminal),
+stable event names, a request id.
 
 Call sites log an event name and put the data in `extra={"fields": {...}}`. Values are
 JSON-encoded, so control characters from hostile input (reports, DNS) cannot forge log
@@ -11,6 +12,7 @@ import contextvars
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 import orjson
 
@@ -50,8 +52,13 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def setup_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:
+    """Log to `stream` (stderr) in `fmt`: `json`, `text`, or `auto` (text on a terminal,
+    where a person reads it; JSON anywhere else, where a program does)."""
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "text" if stream.isatty() else "json"
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

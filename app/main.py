@@ -36,6 +36,7 @@ from app.api.errors import document_common_statuses, install_error_handlers
 from app.api.middleware import RequestContextMiddleware
 from app.config import Settings
 from app.resources import Resources, open_resources
+from app.tokens.revocations import RevocationListener
 from app.tokens.service import Scope
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,10 @@ def create_app(
             res = await open_resources(settings, url)
         app.state.resources = res
         cleanups = []
+        # Every instance drops revoked tokens from its auth cache at once (LISTEN/NOTIFY).
+        revocations = RevocationListener(res.pool, res.authenticator)
+        revocations.start()
+        cleanups.append(revocations.stop)
         try:
             for hook in on_start or []:
                 cleanup = await hook(res)

@@ -43,7 +43,9 @@ class Resources:
     _tags: tuple[BounceTags | None] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.authenticator = Authenticator(self.pool)
+        self.authenticator = Authenticator(
+            self.pool, cache_seconds=self.settings.auth_cache_seconds
+        )
         self.committer = IngestCommitter(self.pool, self.clock)
         self.inbound_committer = ReportCommitter(self.pool, self.clock)
 

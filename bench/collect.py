@@ -2,6 +2,7 @@
 
     python bench/collect.py [--server-url URL] [--count 1000000] [--rate 5000 --seconds 60]
                             [--senders N] [--sender python] [--collector-nice -10]
+                            [--qlen 10,512]
 
 Runs `tlsrpt collect --database` as its own process on a fresh database (created on
 `--server-url`, dropped afterwards) and sender processes writing datagrams in libtlsrpt's
@@ -12,7 +13,9 @@ fly, or Python when no compiler is found (or `--sender python`):
 (a) blocking sender, `--count` datagrams: datagrams/s from the first send until the
     collector reports every result committed;
 (b) non-blocking sender (MSG_DONTWAIT, as Postfix sends) at `--rate` for `--seconds`:
-    datagrams the socket refused (EAGAIN: lost at the sender), and latency to commit.
+    datagrams the socket refused (EAGAIN: lost at the sender), and latency to commit,
+    once per `--qlen` value of net.unix.max_dgram_qlen (default 10 and 512; set and
+    restored when run as root, else the host's value only).
 
 Afterwards the database total must equal what the socket accepted. Set `--skip-blocking`
 or `--skip-nonblocking` to run one part.
@@ -34,6 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,6 +60,7 @@ DOMAINS = 1000
 NICE = [0]  # the collector's nice value (--collector-nice), as the systemd unit sets it
 FAILURE_SHARE = 0.05
 FAILURE_CODES = [202, 203, 204, 201, 302]
+QLEN = Path("/proc/sys/net/unix/max_dgram_qlen")
 
 
 def build_datagrams(seed: int = 8460) -> tuple[list[bytes], list[bytes]]:
@@ -309,6 +314,24 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
+def queue_lengths(wanted: str) -> Iterator[int]:
+    """Set net.unix.max_dgram_qlen to each wanted value in turn (sockets created
+    meanwhile get it) and restore it afterwards; without the right to write it (not
+    root), yield the current value once, so the bench reports what this host has."""
+    current = int(QLEN.read_text())
+    values = [int(v) for v in wanted.split(",") if v.strip()]
+    if not os.access(QLEN, os.W_OK):
+        print(f"# can not set net.unix.max_dgram_qlen (not root): measuring {current} only")
+        yield current
+        return
+    try:
+        for value in values:
+            QLEN.write_text(f"{value}\n")
+            yield value
+    finally:
+        QLEN.write_text(f"{current}\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="role")
@@ -338,6 +361,12 @@ def main() -> None:
         choices=["auto", "python"],
         default="auto",
         help="auto: the C sender when a compiler is found, else Python",
+    )
+    parser.add_argument(
+        "--qlen",
+        default="10,512",
+        help="net.unix.max_dgram_qlen values for the non-blocking case (default 10,512: "
+        "the kernel's default and systemd's); set and restored when run as root",
     )
     parser.add_argument("--skip-blocking", action="store_true")
     parser.add_argument("--skip-nonblocking", action="store_true")
@@ -392,14 +421,23 @@ def main() -> None:
                 )
             if not args.skip_nonblocking:
                 per_sender = {"count": 0, "rate": args.rate / args.senders, "seconds": args.seconds}
-                r = run_case("nonblocking", url, workdir, args.senders, sender_bin, per_sender)
-                print(
-                    f"non-blocking, {args.senders} {kind} sender(s): {args.rate:,.0f}/s "
-                    f"for {args.seconds:.0f} s: {r['sent'] + r['dropped']:,.0f} sent, "
-                    f"{r['dropped']:,.0f} dropped (EAGAIN), all committed "
-                    f"{r['commit_lag']:.2f} s after the last send; collector CPU "
-                    f"{r['collector_cpu']:.1f} s; stored {r['stored']:,.0f}"
-                )
+                drops = {}
+                for qlen in queue_lengths(args.qlen):
+                    label = f"nonblocking-{qlen}"
+                    r = run_case(label, url, workdir, args.senders, sender_bin, per_sender)
+                    drops[qlen] = r["dropped"]
+                    print(
+                        f"non-blocking, {args.senders} {kind} sender(s), "
+                        f"net.unix.max_dgram_qlen={qlen}: {args.rate:,.0f}/s "
+                        f"for {args.seconds:.0f} s: {r['sent'] + r['dropped']:,.0f} sent, "
+                        f"{r['dropped']:,.0f} dropped (EAGAIN), all committed "
+                        f"{r['commit_lag']:.2f} s after the last send; collector CPU "
+                        f"{r['collector_cpu']:.1f} s; stored {r['stored']:,.0f}",
+                        flush=True,
+                    )
+                print("drops by queue length: " + ", ".join(
+                    f"{q}: {d:,.0f}" for q, d in drops.items()
+                ))  # fmt: skip
     finally:
         with psycopg.connect(args.server_url, autocommit=True) as conn:
             conn.execute(

@@ -12,6 +12,13 @@ from app.inbound.messages import Handled, MessageOutcome
 from app.inbound.service import Receipt, SenderDay
 
 
+class ReportWarning(BaseModel):
+    """Something of a received report that was read leniently (stored, flagged)."""
+
+    field: str | None = Field(description="The JSON path, e.g. `policies[0].policy.policy-type`.")
+    reason: str = Field(description="What is wrong, and what was stored instead.")
+
+
 class ReportAccepted(BaseModel):
     id: int = Field(description="The stored report's id in the read API.")
     duplicate: bool = Field(
@@ -25,6 +32,12 @@ class ReportAccepted(BaseModel):
         None, description="DKIM verdict of a mail: pass, fail, none or temperror."
     )
     dkim_domain: str | None = None
+    warnings: list[ReportWarning] = Field(
+        default_factory=list,
+        description="What was read leniently: a missing `contact-info`, a malformed field "
+        "stored as absent, a policy or failure detail left uncounted, an unknown result "
+        "type or key kept as written. The report is stored; its JSON keeps everything.",
+    )
 
     @classmethod
     def of(cls, receipt: Receipt) -> ReportAccepted:
@@ -36,6 +49,10 @@ class ReportAccepted(BaseModel):
             policies=len(receipt.report.policies),
             dkim=receipt.dkim.verdict.value if receipt.dkim else None,
             dkim_domain=receipt.dkim.domain if receipt.dkim else None,
+            warnings=[
+                ReportWarning(field=w.path or None, reason=w.reason)
+                for w in receipt.report.warnings
+            ],
         )
 
 
@@ -85,7 +102,7 @@ class InboundReport(BaseModel):
     id: int
     organization_name: str
     report_id: str
-    contact_info: str
+    contact_info: str | None = Field(description="Null when the sender gave none.")
     start_at: dt.datetime
     end_at: dt.datetime
     day: dt.date
@@ -107,6 +124,9 @@ class InboundReport(BaseModel):
     dkim_verdict: str | None = None
     dkim_domain: str | None = None
     dkim_reason: str | None = None
+    warnings: list[ReportWarning] | None = Field(
+        None, description="What was read leniently when the report was stored; null: nothing."
+    )
 
     @field_validator("success_count", "failure_count", mode="before")
     @classmethod

@@ -2,12 +2,15 @@
 
 Report bodies are returned as the exact bytes that are (or would be) sent, never
 re-serialised. Where nothing would be sent, the answer is 404 with the reason code
-(`no_record`, `no_usable_rua`, ...) as in the listing's `domains`.
+(`no_record`, `no_usable_rua`, ...) as in the listing's `domains`. A rua of the record
+that gets no report is named with its reason: `rua_not_used` in the listing, the
+`X-Report-Rua-Not-Used` header (JSON) of the preview.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -43,6 +46,14 @@ class DeliveryOut(BaseModel):
     sent_at: dt.datetime | None
 
 
+class RuaNotUsedOut(BaseModel):
+    rua: str = Field(description="The rua as the domain's record gives it.")
+    reason: str = Field(
+        description="Why no report goes there: a scheme other than mailto/https, an address "
+        "or host that can not be used, or a suppression."
+    )
+
+
 class ReportOut(BaseModel):
     id: int = Field(description="Use with `GET /v1/reports/{id}`.")
     report_id: str = Field(description="RFC 8460 §4.4 `report-id`.")
@@ -52,6 +63,11 @@ class ReportOut(BaseModel):
     filename: str = Field(description="RFC 8460 §5.1 file name of the gzip.")
     created_at: dt.datetime
     deliveries: list[DeliveryOut]
+    rua_not_used: list[RuaNotUsedOut] = Field(
+        default_factory=list,
+        description="The record's rua this report is not sent to, with the reason "
+        "(suppressed ones are the deliveries in state `suppressed`).",
+    )
 
 
 class DomainOut(BaseModel):
@@ -97,7 +113,7 @@ async def preview(
     res = get_resources(request)
     try:
         result = await views.preview_report(
-            res.pool, res.resolver, res.settings.report, day, domain
+            res.pool, res.resolver, res.settings.report, day, domain, now=res.clock()
         )
     except service.NoReportError as exc:
         details = [{"field": "reason", "reason": exc.reason}]
@@ -115,11 +131,13 @@ async def preview(
             "dns_temporary_failure",
             f"the TLSRPT record of {domain} can not be looked up now: {exc}",
         ) from None
-    return Response(
-        result.report_json,
-        media_type="application/json",
-        headers={"X-Report-Stored": "true" if result.stored else "false"},
-    )
+    headers = {"X-Report-Stored": "true" if result.stored else "false"}
+    if result.not_used:
+        # ASCII JSON: a header holds no raw non-ASCII or line breaks.
+        headers["X-Report-Rua-Not-Used"] = json.dumps(
+            [{"rua": u.rua, "reason": u.reason} for u in result.not_used], ensure_ascii=True
+        )
+    return Response(result.report_json, media_type="application/json", headers=headers)
 
 
 @router.get(
@@ -145,6 +163,9 @@ async def list_reports(
                 filename=r.filename,
                 created_at=r.created_at,
                 deliveries=[DeliveryOut.model_validate(d) for d in deliveries],
+                rua_not_used=[
+                    RuaNotUsedOut(rua=u.rua, reason=u.reason) for u in views.rua_not_used(r)
+                ],
             )
             for r, deliveries in listing.reports
         ],

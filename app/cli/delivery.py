@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from app.cli.imap import start_imap
 from app.cli.runtime import (
+    Progress,
     announce_configuration,
     run_with_resources,
     scheduler_of,
@@ -48,7 +49,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("suppress", help="add, list and remove suppressed addresses or URIs")
     ssub = p.add_subparsers(dest="suppress_command", required=True, metavar="ACTION")
     a = ssub.add_parser("add", help="suppress an address, mailto: or https: URI")
-    a.add_argument("target")
+    a.add_argument(
+        "target", help="an address (a@example.com), mailto:a@example.com or an https:// URI"
+    )
     a.add_argument("--comment", default="", help="why (shown in the delivery's status)")
     a.add_argument(
         "--expires",
@@ -59,7 +62,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.set_defaults(func=_suppress_add)
     ssub.add_parser("list", help="list suppressions").set_defaults(func=_suppress_list)
     r = ssub.add_parser("remove", help="remove a suppression")
-    r.add_argument("target")
+    r.add_argument("target", help="the address or URI as listed by `tlsrpt suppress list`")
     r.set_defaults(func=_suppress_remove)
 
 
@@ -99,40 +102,40 @@ async def _send_async(res: Resources, day: date, *, dry_run: bool) -> int:
         return await _dry_run(res, day)
     announce_configuration(res)
 
-    def built(done: int, total: int) -> None:
-        print(f"\rbuilding {day}: {done}/{total} domains", end="", file=sys.stderr)
+    with Progress() as progress:
 
-    summary = await build_day(
-        res.pool, res.resolver, res.clock, res.settings.report, day, progress=built
-    )
-    print(
-        f"\rbuilt {day}: {summary.built} reports, {summary.no_report} domains without, "
-        f"{summary.pending} waiting for DNS, {summary.already_done} already done",
-        file=sys.stderr,
-    )
-    total = await make_day_due(res.pool, res.clock, day)
-    owner, sent = instance_name(), 0
-    while True:
-        attempted = await deliver_due(
-            res.pool,
-            res.open_senders(),
-            res.clock,
-            res.settings.delivery,
-            sending=res.settings.send_reports,
-            owner=owner,
-            limit=res.settings.delivery.batch_size,
-            day=day,
+        def built(done: int, total: int) -> None:
+            progress.update(f"building {day}: {done}/{total} domains")
+
+        summary = await build_day(
+            res.pool, res.resolver, res.clock, res.settings.report, day, progress=built
         )
-        if attempted == 0:
-            break
-        sent += attempted
-        print(f"\rdelivering {day}: {sent}/{total} attempted", end="", file=sys.stderr)
-    states = Counter(d.state for d in await _day_deliveries(res, day))
-    print(
-        f"\rdelivered {day}: "
-        + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "nothing to send"),
-        file=sys.stderr,
-    )
+        progress.done(
+            f"built {day}: {summary.built} reports, {summary.no_report} domains without, "
+            f"{summary.pending} waiting for DNS, {summary.already_done} already done"
+        )
+        total = await make_day_due(res.pool, res.clock, day)
+        owner, sent = instance_name(), 0
+        while True:
+            attempted = await deliver_due(
+                res.pool,
+                res.open_senders(),
+                res.clock,
+                res.settings.delivery,
+                sending=res.settings.send_reports,
+                owner=owner,
+                limit=res.settings.delivery.batch_size,
+                day=day,
+            )
+            if attempted == 0:
+                break
+            sent += attempted
+            progress.update(f"delivering {day}: {sent}/{total} attempted")
+        states = Counter(d.state for d in await _day_deliveries(res, day))
+        progress.done(
+            f"delivered {day}: "
+            + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "nothing to send")
+        )
     return 0
 
 
@@ -158,7 +161,9 @@ async def _dry_run(res: Resources, day: date) -> int:
         print(f"no results for {day}: nothing would be sent")
     for domain in domains:
         try:
-            preview = await preview_report(res.pool, res.resolver, res.settings.report, day, domain)
+            preview = await preview_report(
+                res.pool, res.resolver, res.settings.report, day, domain, now=res.clock()
+            )
         except NoReportError as exc:
             print(f"{domain}: no report ({exc.reason})")
             continue
@@ -167,8 +172,12 @@ async def _dry_run(res: Resources, day: date) -> int:
             continue
         built = "built" if preview.stored else "not built yet"
         print(f"{domain} ({built}, {len(preview.report_json)} bytes JSON):")
+        suppressed = {skipped.rua for skipped in preview.not_used}
         for rua in preview.rua:
-            print(f"  {rua} -> {await _route(res, rua, relay)}")
+            if rua not in suppressed:
+                print(f"  {rua} -> {await _route(res, rua, relay)}")
+        for skipped in preview.not_used:
+            print(f"  {skipped.rua} -> not sent: {skipped.reason}")
     if not res.settings.send_reports:
         print("(TLSRPT_SEND_REPORTS is false: nothing would actually be sent)")
     return 0

@@ -48,7 +48,7 @@ def _preview(args: argparse.Namespace) -> int:
         result = run_with_resources(
             settings,
             lambda res: views.preview_report(
-                res.pool, res.resolver, res.settings.report, day, domain
+                res.pool, res.resolver, res.settings.report, day, domain, now=res.clock()
             ),
         )
     except service.NoReportError as exc:
@@ -60,6 +60,8 @@ def _preview(args: argparse.Namespace) -> int:
         return EX_TEMPFAIL
     state = "built" if result.stored else "not built yet"
     print(f"report for {domain} on {day} ({state}) to: {', '.join(result.rua)}", file=sys.stderr)
+    for skipped in result.not_used:
+        print(f"not sent to {skipped.rua}: {skipped.reason}", file=sys.stderr)
     if args.pretty:
         data = orjson.dumps(orjson.loads(result.report_json), option=orjson.OPT_INDENT_2)
     else:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import uvicorn
 
@@ -22,6 +22,39 @@ from app.scheduler.service import Scheduler, stop_scheduler
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class Progress:
+    """A progress line for long work. On a terminal it is redrawn in place; anywhere else
+    (a log file, a pipe, journald) only the final line is written, so logs hold no `\r`.
+    As a context manager it ends a drawn line on the way out, so an error that follows
+    starts on a line of its own."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._tty = self._stream.isatty()
+        self._open = False
+
+    def update(self, text: str) -> None:
+        if self._tty:
+            # \r back to the start, ESC[K clears what a longer line left behind.
+            self._stream.write(f"\r\x1b[K{text}")
+            self._stream.flush()
+            self._open = True
+
+    def done(self, text: str) -> None:
+        self._stream.write(("\r\x1b[K" if self._open else "") + text + "\n")
+        self._stream.flush()
+        self._open = False
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._open:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._open = False
 
 
 def settings_or_exit() -> Settings:

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = tsub.add_parser("list", help="list tokens (never their secrets)")
     p.set_defaults(func=_list)
     p = tsub.add_parser("revoke", help="revoke the active token of this name")
-    p.add_argument("name")
+    p.add_argument("name", help="the token's name, as given to `tlsrpt token create --name`")
     p.set_defaults(func=_revoke)
 
 

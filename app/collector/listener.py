@@ -2,7 +2,8 @@
 
 libtlsrpt sends without blocking: when the socket's queue is full the MTA drops the
 result. On Linux that queue holds `net.unix.max_dgram_qlen` datagrams (often only 10 to
-512), whatever SO_RCVBUF says, so the only defence is to read all the time. A dedicated
+512), whatever SO_RCVBUF says, so the only defence is to read all the time (and a long
+enough queue: `check_queue_length` warns at start-up when it is below 512). A dedicated
 thread does nothing but `recv` and append the bytes, tagged with the UTC day of receipt,
 to a queue that the collector empties every few milliseconds; parsing and sending happen
 elsewhere. Stopping unlinks the path and shuts the socket down for reading, so senders
@@ -31,6 +32,40 @@ log = logging.getLogger(__name__)
 # libtlsrpt writes datagrams of at most 65,000 bytes.
 MAX_DATAGRAM = 65536
 DEFAULT_RECEIVE_BUFFER = 8 * 1024 * 1024
+
+
+# The kernel's per-socket datagram queue (per network namespace) and the length below
+# which a busy host drops results at the sender (systemd's default; bench/collect.py).
+QUEUE_LENGTH_PATH = Path("/proc/sys/net/unix/max_dgram_qlen")
+MIN_QUEUE_LENGTH = 512
+
+
+def check_queue_length(path: Path = QUEUE_LENGTH_PATH) -> int | None:
+    """Read `net.unix.max_dgram_qlen` (from `path`) and warn, with the fix, when it is
+    below MIN_QUEUE_LENGTH. Returns the value; None when it can not be read (not Linux)."""
+    try:
+        value = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if value < MIN_QUEUE_LENGTH:
+        fix = (
+            f"sysctl -w net.unix.max_dgram_qlen={MIN_QUEUE_LENGTH} and "
+            f"'net.unix.max_dgram_qlen = {MIN_QUEUE_LENGTH}' in /etc/sysctl.d/60-tlsrpt.conf "
+            "(in a container: sysctls net.unix.max_dgram_qlen: "
+            f"{MIN_QUEUE_LENGTH}), then restart the collector"
+        )
+        log.warning(
+            "collector_queue_short",
+            extra={
+                "fields": {
+                    "max_dgram_qlen": value,
+                    "wanted": MIN_QUEUE_LENGTH,
+                    "effect": "a busy moment drops results at the MTA (the socket queue is full)",
+                    "fix": fix,
+                }
+            },
+        )
+    return value
 
 
 class SocketInUseError(Exception):

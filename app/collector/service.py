@@ -27,7 +27,13 @@ import orjson
 from app.backoff import backoff_seconds
 from app.clock import Clock
 from app.collector.batch import Batch, DayTallies, format_batch, parse_batch
-from app.collector.listener import DEFAULT_RECEIVE_BUFFER, DatagramReader, bind_socket
+from app.collector.listener import (
+    DEFAULT_RECEIVE_BUFFER,
+    QUEUE_LENGTH_PATH,
+    DatagramReader,
+    bind_socket,
+    check_queue_length,
+)
 from app.collector.metrics import CollectorStats
 from app.collector.reader_process import ProcessReader
 from app.collector.sinks import BatchRefusedError, Sink, SinkUnavailableError
@@ -63,6 +69,8 @@ class CollectorOptions:
     # Read the socket in a child process, which stamps datagrams with the system clock
     # (production). False reads it in a thread that stamps them with the injected clock.
     reader_process: bool = True
+    # Where the kernel's datagram queue length is read at start-up (tests point elsewhere).
+    queue_length_path: Path = QUEUE_LENGTH_PATH
 
 
 class Collector:
@@ -105,6 +113,7 @@ class Collector:
 
     async def start(self) -> None:
         o = self.options
+        queue_length = check_queue_length(o.queue_length_path)
         self._spool = Spool(o.spool_dir, o.spool_max_bytes)
         sock = bind_socket(
             o.socket_path,
@@ -132,6 +141,7 @@ class Collector:
                     "socket": str(o.socket_path),
                     "spool_dir": str(o.spool_dir),
                     "spooled_batches": self._spool.pending,
+                    "max_dgram_qlen": queue_length,
                 }
             },
         )

@@ -55,6 +55,19 @@ async def add_suppression(
         )
 
 
+async def active_suppressions(pool: Pool, rua: tuple[str, ...], now: datetime) -> dict[str, str]:
+    """Of `rua`, those suppressed at `now`: rua -> the suppression in words."""
+    async with pool.connection() as conn:
+        rows = await store.list_suppressions(conn)
+    wanted = set(rua)
+    return {
+        r.target: (r.comment or f"by {r.source}")
+        + (f" (until {r.expires_at:%Y-%m-%d %H:%M}Z)" if r.expires_at else "")
+        for r in rows
+        if r.target in wanted and (r.expires_at is None or r.expires_at > now)
+    }
+
+
 async def list_suppressions(pool: Pool) -> list[SuppressionRow]:
     async with pool.connection() as conn:
         return await store.list_suppressions(conn)

@@ -126,6 +126,9 @@ async def _store(
                 "policies": len(report.policies),
                 "via": via.value,
                 "duplicate": not inserted,
+                # Lenient reading: what was flagged is stored with the report and answered.
+                "warnings": [display(str(w)) for w in report.warnings[:5]],
+                "warning_count": len(report.warnings),
                 "dkim": None if dkim is None else dkim.verdict.value,
                 "id": report_pk,
             }
@@ -156,6 +159,7 @@ def _report_row(
         "received_via": via.value,
         "report_json": data,
         "extra": report.extra,
+        "warnings": [{"field": w.path or None, "reason": w.reason} for w in report.warnings],
         "mail_from": meta.from_ if meta else None,
         "mail_subject": meta.subject if meta else None,
         "mail_message_id": meta.message_id if meta else None,

@@ -63,7 +63,7 @@ _REPORT_COLUMNS = (
 _INSERT_REPORTS = """
     INSERT INTO inbound_reports AS r (organization_name, report_id, contact_info, start_at,
         end_at, day, policy_domains, policy_count, success_count, failure_count,
-        has_failures, policies, failures, received_via, report_json, extra, mail_from,
+        has_failures, policies, failures, received_via, report_json, extra, warnings, mail_from,
         mail_subject, mail_message_id, mail_report_domain, mail_submitter, mail_filename,
         dkim_verdict, dkim_domain, dkim_reason, times_received, received_at,
         last_received_at)
@@ -71,7 +71,8 @@ _INSERT_REPORTS = """
         ARRAY(SELECT DISTINCT y.policy_domain
             FROM jsonb_to_recordset(d -> 'policies') AS y(policy_domain text) ORDER BY 1),
         policy_count, success_count, failure_count, has_failures, d -> 'policies',
-        d -> 'failures', received_via, report_json, d -> 'extra', mail_from, mail_subject,
+        d -> 'failures', received_via, report_json, d -> 'extra', d -> 'warnings', mail_from,
+        mail_subject,
         mail_message_id, mail_report_domain, mail_submitter, mail_filename, dkim_verdict,
         dkim_domain, dkim_reason, copies, %(now)s, %(now)s
     FROM (
@@ -125,6 +126,8 @@ def _details(report: NewReport) -> dict[str, Any]:
     details: dict[str, Any] = {"policies": report.policies, "failures": report.failures}
     if report.row["extra"]:
         details["extra"] = report.row["extra"]
+    if report.row["warnings"]:
+        details["warnings"] = report.row["warnings"]
     return details
 
 
@@ -145,7 +148,7 @@ async def list_reports(conn: Conn, where: ReportFilter) -> list[dict[str, Any]]:
                 policy_domains, policy_count, success_count, failure_count, has_failures,
                 received_via, received_at, times_received, last_received_at, mail_from,
                 mail_subject, mail_message_id, mail_report_domain, mail_submitter,
-                mail_filename, dkim_verdict, dkim_domain, dkim_reason
+                mail_filename, dkim_verdict, dkim_domain, dkim_reason, warnings
             FROM inbound_reports
             WHERE (%(domain)s::text IS NULL OR policy_domains @> ARRAY[%(domain)s::text])
               AND (%(organization)s::text IS NULL OR organization_name = %(organization)s)
@@ -178,7 +181,7 @@ async def get_report(conn: Conn, report_pk: int) -> dict[str, Any] | None:
                 policy_domains, policy_count, success_count, failure_count, has_failures,
                 received_via, received_at, times_received, last_received_at, mail_from,
                 mail_subject, mail_message_id, mail_report_domain, mail_submitter,
-                mail_filename, dkim_verdict, dkim_domain, dkim_reason, report_json
+                mail_filename, dkim_verdict, dkim_domain, dkim_reason, warnings, report_json
             FROM inbound_reports WHERE id = %(id)s
             """,
             {"id": report_pk},

@@ -77,6 +77,8 @@ class Decision:
     rua: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ()
     retry_in: float | None = None  # seconds until the next lookup, for 'pending'
+    # The record's rua this service can not use, (uri, reason): shown, never dropped.
+    unusable: tuple[tuple[str, str], ...] = ()
 
 
 def reporter_of(settings: ReportSettings) -> Reporter:
@@ -121,6 +123,7 @@ def decide(
         report=report,
         rua=tuple(u.uri for u in usable),
         kinds=tuple(u.kind for u in usable),
+        unusable=tuple((u.uri, u.problem) for u in outcome.rua if u.problem is not None),
     )
 
 
@@ -265,6 +268,7 @@ class _DayBuild:
                         rua=d.rua,
                         kinds=d.kinds,
                         delays=tuple(max(0.0, self.spread()) for _ in d.rua),
+                        unusable=d.unusable,
                     )
                 )
         async with self.pool.connection() as conn, conn.transaction():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 
+import orjson
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
@@ -45,6 +46,8 @@ class NewReport:
     rua: tuple[str, ...]
     kinds: tuple[str, ...]
     delays: tuple[float, ...]  # seconds after the build for each delivery's first attempt
+    # The record's rua this service can not use: (uri, reason), kept for operators.
+    unusable: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,8 @@ class StoredReport:
     rua: list[str]
     report_json: bytes
     report_gzip: bytes
+    # [{"rua": ..., "reason": ...}]: the record's rua not used, and why; None: none.
+    unusable_rua: list[dict[str, str]] | None = None
 
 
 async def list_report_domains(conn: Conn, day: date) -> list[DomainState]:
@@ -147,12 +152,14 @@ async def insert_reports(conn: Conn, day: date, reports: Sequence[NewReport], no
         """
         WITH inserted AS (
             INSERT INTO reports (report_id, day, policy_domain, report_json, report_gzip,
-                filename, rua, created_at)
+                filename, rua, unusable_rua, created_at)
             SELECT t.report_id, %(day)s, t.policy_domain, t.report_json, t.report_gzip,
-                t.filename, string_to_array(t.rua, ' '), %(now)s
+                t.filename, string_to_array(t.rua, ' '), t.unusable::jsonb, %(now)s
             FROM unnest(%(report_id)s::text[], %(domain)s::text[], %(json)b::bytea[],
-                %(gzip)b::bytea[], %(filename)s::text[], %(rua)s::text[])
-                AS t(report_id, policy_domain, report_json, report_gzip, filename, rua)
+                %(gzip)b::bytea[], %(filename)s::text[], %(rua)s::text[],
+                %(unusable)s::text[])
+                AS t(report_id, policy_domain, report_json, report_gzip, filename, rua,
+                    unusable)
             ORDER BY t.policy_domain
             ON CONFLICT DO NOTHING
             RETURNING id, policy_domain
@@ -177,6 +184,12 @@ async def insert_reports(conn: Conn, day: date, reports: Sequence[NewReport], no
             "filename": [r.filename for r in reports],
             # URIs never contain spaces (RFC 8460 §3 grammar, checked when parsed).
             "rua": [" ".join(r.rua) for r in reports],
+            "unusable": [
+                orjson.dumps([{"rua": u, "reason": why} for u, why in r.unusable]).decode()
+                if r.unusable
+                else None
+                for r in reports
+            ],
             "d_domain": [d[0] for d in deliveries],
             "d_rua": [d[1] for d in deliveries],
             "d_kind": [d[2] for d in deliveries],
@@ -192,7 +205,7 @@ async def get_report(conn: Conn, pk: int) -> StoredReport | None:
         await cur.execute(
             """
             SELECT id, report_id, day, policy_domain, created_at, filename, rua, report_json,
-                report_gzip
+                report_gzip, unusable_rua
             FROM reports WHERE id = %(id)s
             """,
             {"id": pk},
@@ -205,7 +218,7 @@ async def get_report_by_domain(conn: Conn, day: date, policy_domain: str) -> Sto
         await cur.execute(
             """
             SELECT id, report_id, day, policy_domain, created_at, filename, rua, report_json,
-                report_gzip
+                report_gzip, unusable_rua
             FROM reports WHERE day = %(day)s AND policy_domain = %(domain)s
             """,
             {"day": day, "domain": policy_domain},
@@ -219,7 +232,7 @@ async def list_reports(conn: Conn, day: date) -> list[StoredReport]:
         await cur.execute(
             """
             SELECT id, report_id, day, policy_domain, created_at, filename, rua,
-                ''::bytea AS report_json, ''::bytea AS report_gzip
+                ''::bytea AS report_json, ''::bytea AS report_gzip, unusable_rua
             FROM reports WHERE day = %(day)s ORDER BY policy_domain
             """,
             {"day": day},

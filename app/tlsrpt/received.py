@@ -2,8 +2,9 @@
 
 A received report keeps what its sender wrote, normalised only where the meaning is
 unchanged: domains as A-labels, IPs in canonical form, blank optional strings as
-absent. Unknown `result-type` values stay as the sender wrote them, and unknown keys
-are kept verbatim in `extra`, so nothing a sender says is lost on the way to storage.
+absent. Unknown `result-type` values stay as the sender wrote them, unknown keys are
+kept verbatim in `extra`, and what could not be read is named in `warnings` (the stored
+JSON keeps it), so nothing a sender says is lost on the way to storage.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from app.tlsrpt.model import PolicyType, ResultType
 
-_KNOWN_RESULT_TYPES = frozenset(t.value for t in ResultType)
+KNOWN_RESULT_TYPES = frozenset(t.value for t in ResultType)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,7 @@ class ReceivedFailure:
 
     @property
     def known_type(self) -> bool:
-        return self.result_type in _KNOWN_RESULT_TYPES
+        return self.result_type in KNOWN_RESULT_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +68,14 @@ class ReceivedPolicy:
 @dataclass(frozen=True, slots=True)
 class ReceivedReport:
     organization_name: str
-    contact_info: str
+    contact_info: str | None
     report_id: str
     start_at: datetime
     end_at: datetime
     policies: tuple[ReceivedPolicy, ...]
     extra: dict[str, Any] = field(default_factory=dict)
+    # What was read leniently: flagged fields, policies and details left uncounted.
+    warnings: tuple[ReportProblem, ...] = ()
 
     @property
     def day(self) -> date:

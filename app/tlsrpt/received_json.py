@@ -1,21 +1,27 @@
-"""Reading the JSON of reports that others send us (RFC 8460 §4.4), strict but forgiving.
+"""Reading the JSON of reports that others send us (RFC 8460 §4.4): lenient receiving.
 
-`parse_report` turns the JSON of a received report into a `ReceivedReport`. It is strict
-where a field carries meaning (a policy must have a known `policy-type` and a
-`policy-domain`; counts are non-negative integers; IPs are IPs) and forgiving where
-real senders are known to deviate: `mx-host` as one string (RFC 8460 Appendix B as
-printed), a TLSA `policy-string` sent as one JSON-encoded string (Microsoft), date-times
-without a zone (read as UTC), `end-datetime` at the next midnight (Mail.ru), blank
-optional strings (read as absent), failure-detail counts that add up to more than the
-failure total (RFC 8460 §4: they are not exclusive), unknown `result-type` values and
-unknown keys (kept verbatim). A body that is not a report is refused with every reason
-found (up to `MAX_ERRORS`), each naming the JSON path. Sizes are capped before and
-while parsing, so hostile input costs bounded memory.
+`parse_report` turns the JSON of a received report into a `ReceivedReport`. A report is
+refused only when it can not be read as one: not a JSON object, or without what
+identifies it and the day it covers (`organization-name`, `report-id`, `date-range`)
+or without a `policies` array; and, whatever it says, when it is too large or nested
+too deep (bombs). Everything else is read leniently and flagged in
+`ReceivedReport.warnings` (path and reason, up to `MAX_WARNINGS`): a missing or null
+`contact-info`, a malformed optional failure-detail field (stored as absent), a policy
+or failure detail whose type, domain or counts can not be read (not counted), an
+unknown `result-type` (kept as written), unknown keys (kept verbatim). The stored JSON
+keeps everything the sender wrote. Known deviations are read without a warning:
+`mx-host` as one string (RFC 8460 Appendix B as printed), a TLSA `policy-string` sent
+as one JSON-encoded string (Microsoft), date-times without a zone (read as UTC),
+`end-datetime` at the next midnight (Mail.ru), blank optional strings (read as absent),
+failure-detail counts that add up to more than the failure total (RFC 8460 §4: they are
+not exclusive). A body that is not a report is refused with every reason found (up to
+`MAX_ERRORS`), each naming the JSON path.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +30,7 @@ import orjson
 from app.tlsrpt.model import PolicyType
 from app.tlsrpt.names import normalise_domain, normalise_ip, normalise_mx_pattern
 from app.tlsrpt.received import (
+    KNOWN_RESULT_TYPES,
     InvalidReportError,
     Limits,
     ReceivedFailure,
@@ -36,6 +43,8 @@ from app.tlsrpt.text import display
 from app.tlsrpt.wire import DETAIL_FIELDS, DETAIL_IP_FIELDS
 
 MAX_ERRORS = 20
+# Warnings listed per report (stored and answered); the rest are counted.
+MAX_WARNINGS = 50
 # The reader walks the known fields by their shape; values of unknown keys, kept
 # verbatim, may nest this deep.
 MAX_DEPTH = 8
@@ -45,6 +54,8 @@ MAX_NAME_CHARS = 1024
 MAX_VALUE_CHARS = 8192
 
 _POLICY_TYPES = {t.value: t for t in PolicyType}
+_LEFT_OUT = "this policy is not counted (the stored JSON keeps it)"
+_DETAIL_LEFT_OUT = "this failure detail is not counted (the stored JSON keeps it)"
 _REPORT_KEYS = frozenset(
     {"organization-name", "contact-info", "report-id", "date-range", "policies"}
 )
@@ -112,15 +123,26 @@ class _Stop(Exception):
 
 
 class _Reader:
+    """Walks a report: `fail` for what makes it unreadable (refused), `warn` for what is
+    flagged and left out of the rows while the report is stored (its JSON keeps all)."""
+
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.problems: list[ReportProblem] = []
+        self.warnings: list[ReportProblem] = []
+        self.unlisted_warnings = 0
         self.details = 0
 
     def fail(self, path: str, reason: str) -> None:
         self.problems.append(ReportProblem(path, reason))
         if len(self.problems) >= MAX_ERRORS:
             raise _Stop
+
+    def warn(self, path: str, reason: str) -> None:
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(ReportProblem(path, reason))
+        else:
+            self.unlisted_warnings += 1
 
     def report(self, doc: Any) -> ReceivedReport:
         try:
@@ -129,17 +151,25 @@ class _Reader:
             result = None
         if self.problems or result is None:
             raise InvalidReportError(self.problems)
-        return result
+        if self.unlisted_warnings:
+            self.warnings.append(
+                ReportProblem("", f"{self.unlisted_warnings} more warnings not listed")
+            )
+        return replace(result, warnings=tuple(self.warnings))
 
-    # RFC 8460 §4.4 report fields
+    # RFC 8460 §4.4 report fields. What identifies a report (organization-name,
+    # report-id), the day it covers (date-range) and its `policies` array must be
+    # readable; everything else is read leniently.
 
     def _report(self, doc: Any) -> ReceivedReport | None:
         if not isinstance(doc, dict):
             self.fail("", "a report is a JSON object")
             return None
         organization = self.required_text(doc, "organization-name", "", MAX_NAME_CHARS)
-        contact = self.required_text(doc, "contact-info", "", MAX_NAME_CHARS)
         report_id = self.required_text(doc, "report-id", "", MAX_NAME_CHARS)
+        contact = self.optional_text(doc, "contact-info", "", MAX_NAME_CHARS)
+        if contact is None and not doc.get("contact-info"):
+            self.warn("contact-info", "missing or blank; stored as absent")
         start_at = end_at = None
         date_range = self.object(doc, "date-range", "")
         extra = self.unknown_keys(doc, _REPORT_KEYS, "", "")
@@ -147,23 +177,25 @@ class _Reader:
             start_at = self.datetime(date_range, "start-datetime", "date-range")
             end_at = self.datetime(date_range, "end-datetime", "date-range")
             # A range may end at the next midnight (Mail.ru) or at 23:59:59Z (Google):
-            # both say "this day"; only a range that ends before it starts is wrong.
+            # both say "this day"; a range that ends before it starts is flagged.
             if start_at and end_at and end_at < start_at:
-                self.fail("date-range", "end-datetime is before start-datetime")
+                self.warn("date-range", "end-datetime is before start-datetime")
             extra |= self.unknown_keys(date_range, _RANGE_KEYS, "date-range", "date-range.")
         policies = self.policies(doc)
         if self.problems:
             return None
-        assert organization and contact and report_id and start_at and end_at
+        assert organization and report_id and start_at and end_at
         return ReceivedReport(
             organization, contact, report_id, start_at, end_at, tuple(policies), extra
         )
 
     def policies(self, doc: dict[str, Any]) -> list[ReceivedPolicy]:
         entries = doc.get("policies")
-        if not isinstance(entries, list) or not entries:
-            self.fail("policies", "missing" if entries is None else "must be a non-empty array")
+        if not isinstance(entries, list):
+            self.fail("policies", "missing" if entries is None else "must be an array")
             return []
+        if not entries:
+            self.warn("policies", "empty: the report counts no sessions")
         if len(entries) > self.limits.max_policies:
             raise ReportTooLargeError(
                 f"{len(entries)} policies (at most {self.limits.max_policies} are accepted)"
@@ -176,23 +208,28 @@ class _Reader:
         return result
 
     def policy(self, entry: Any, path: str) -> ReceivedPolicy | None:
+        """One policy entry, or None (flagged) when its type, domain or counts can not be
+        read: such an entry is not counted, and the stored JSON keeps it."""
         if not isinstance(entry, dict):
-            self.fail(path, "must be an object")
+            self.warn(path, f"must be an object; {_LEFT_OUT}")
             return None
-        body = self.object(entry, "policy", path)
-        summary = self.object(entry, "summary", path)
+        body = self.object(entry, "policy", path, warn=True)
+        summary = self.object(entry, "summary", path, warn=True)
         where = f"{path}.policy"
         policy_type = domain = successes = failed = None
         strings: list[str] = []
         mx_hosts: list[str] = []
         if body is not None:
             policy_type = self.policy_type(body, where)
-            domain = self.required_text(body, "policy-domain", where, 253)
-            if domain is not None:
+            domain = self.optional_text(body, "policy-domain", where, 253)
+            if domain is None:
+                self.warn(f"{where}.policy-domain", f"missing; {_LEFT_OUT}")
+            else:
                 try:
                     domain = normalise_domain(domain)
                 except ValueError as exc:
-                    self.fail(f"{where}.policy-domain", str(exc))
+                    self.warn(f"{where}.policy-domain", f"{exc}; {_LEFT_OUT}")
+                    domain = None
             strings = self.text_list(body, "policy-string", where)
             # Microsoft sends the TLSA records as one JSON-encoded array string.
             if policy_type is PolicyType.TLSA and len(strings) == 1 and strings[0][:1] == "[":
@@ -200,8 +237,8 @@ class _Reader:
             mx_hosts = [_mx_pattern(h) for h in self.text_list(body, "mx-host", where)]
         if summary is not None:
             where = f"{path}.summary"
-            successes = self.count(summary, "total-successful-session-count", where)
-            failed = self.count(summary, "total-failure-session-count", where)
+            successes = self.count(summary, "total-successful-session-count", where, 0, _LEFT_OUT)
+            failed = self.count(summary, "total-failure-session-count", where, 0, _LEFT_OUT)
         failures = self.failures(entry, path)
         if (
             body is None or summary is None or policy_type is None or domain is None
@@ -219,14 +256,14 @@ class _Reader:
     def policy_type(self, body: dict[str, Any], where: str) -> PolicyType | None:
         value = body.get("policy-type")
         if value is None:
-            self.fail(f"{where}.policy-type", "missing")
+            self.warn(f"{where}.policy-type", f"missing; {_LEFT_OUT}")
             return None
         found = _POLICY_TYPES.get(value) if isinstance(value, str) else None
         if found is None:
-            self.fail(
+            self.warn(
                 f"{where}.policy-type",
                 f"unknown policy-type '{display(str(value), 64)}' "
-                "(expected sts, tlsa or no-policy-found)",
+                f"(expected sts, tlsa or no-policy-found); {_LEFT_OUT}",
             )
         return found
 
@@ -235,7 +272,7 @@ class _Reader:
         if items is None:
             return []
         if not isinstance(items, list):
-            self.fail(f"{path}.failure-details", "must be an array")
+            self.warn(f"{path}.failure-details", "must be an array; not read")
             return []
         self.details += len(items)
         if self.details > self.limits.max_failure_details:
@@ -251,10 +288,17 @@ class _Reader:
 
     def failure(self, item: Any, where: str) -> ReceivedFailure | None:
         if not isinstance(item, dict):
-            self.fail(where, "must be an object")
+            self.warn(where, f"must be an object; {_DETAIL_LEFT_OUT}")
             return None
-        result_type = self.required_text(item, "result-type", where, 128)
-        count = self.count(item, "failed-session-count", where)
+        result_type = self.optional_text(item, "result-type", where, 128)
+        if result_type is None:
+            self.warn(f"{where}.result-type", f"missing; {_DETAIL_LEFT_OUT}")
+        elif result_type not in KNOWN_RESULT_TYPES:
+            self.warn(
+                f"{where}.result-type",
+                f"'{display(result_type, 64)}' is not an RFC 8460 result type; kept as written",
+            )
+        count = self.count(item, "failed-session-count", where, None, _DETAIL_LEFT_OUT)
         values: dict[str, str | None] = {}
         for key, name in DETAIL_FIELDS:
             value = self.optional_text(item, key, where)
@@ -262,7 +306,11 @@ class _Reader:
                 try:
                     value = _ip(value)
                 except ValueError:
-                    self.fail(f"{where}.{key}", f"'{display(value, 64)}' is not an IP address")
+                    self.warn(
+                        f"{where}.{key}",
+                        f"'{display(value, 64)}' is not an IP address; stored as absent",
+                    )
+                    value = None
             values[name] = value
         if result_type is None or count is None:
             return None
@@ -281,15 +329,22 @@ class _Reader:
         kept = {}
         for key in sorted(unknown):
             if _depth(doc[key]) > MAX_DEPTH:
-                self.fail(_join(path, key), f"nested deeper than {MAX_DEPTH} levels")
+                self.warn(_join(path, display(key, 64)), f"nested deeper than {MAX_DEPTH} levels")
             else:
+                self.warn(_join(path, display(key, 64)), "not an RFC 8460 field; kept as written")
                 kept[prefix + key] = doc[key]
         return kept
 
-    def object(self, doc: dict[str, Any], key: str, path: str) -> dict[str, Any] | None:
+    def object(
+        self, doc: dict[str, Any], key: str, path: str, *, warn: bool = False
+    ) -> dict[str, Any] | None:
         value = doc.get(key)
         if not isinstance(value, dict):
-            self.fail(_join(path, key), "missing" if value is None else "must be an object")
+            reason = "missing" if value is None else "must be an object"
+            if warn:
+                self.warn(_join(path, key), f"{reason}; {_LEFT_OUT}")
+            else:
+                self.fail(_join(path, key), reason)
             return None
         return value
 
@@ -307,15 +362,18 @@ class _Reader:
             return value.strip()
         return None
 
-    def optional_text(self, doc: dict[str, Any], key: str, path: str) -> str | None:
+    def optional_text(
+        self, doc: dict[str, Any], key: str, path: str, limit: int = MAX_VALUE_CHARS
+    ) -> str | None:
+        """A string value, None when absent, blank or unreadable (the last flagged)."""
         value = doc.get(key)
         if value is None:
             return None
         if not isinstance(value, str):
-            self.fail(_join(path, key), "must be a string")
+            self.warn(_join(path, key), "must be a string; stored as absent")
             return None
-        if len(value) > MAX_VALUE_CHARS:
-            self.fail(_join(path, key), f"longer than {MAX_VALUE_CHARS} characters")
+        if len(value) > limit:
+            self.warn(_join(path, key), f"longer than {limit} characters; stored as absent")
             return None
         # Real senders write "" for fields they do not know: absent, not a value.
         return value.strip() or None
@@ -327,33 +385,37 @@ class _Reader:
         # RFC 8460 Appendix B prints `mx-host` as a string (erratum 6241: an array).
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list):
-            self.fail(_join(path, key), "must be an array of strings")
+            self.warn(_join(path, key), "must be an array of strings; stored as absent")
             return []
         texts = []
-        for item in items:
-            if not isinstance(item, str) or len(item) > MAX_VALUE_CHARS:
-                break
-            if text := item.strip():
-                texts.append(text)
-        else:
-            return texts
         for index, item in enumerate(items):
             if not isinstance(item, str):
-                self.fail(f"{_join(path, key)}[{index}]", "must be a string")
+                self.warn(f"{_join(path, key)}[{index}]", "must be a string; left out")
             elif len(item) > MAX_VALUE_CHARS:
-                self.fail(
-                    f"{_join(path, key)}[{index}]", f"longer than {MAX_VALUE_CHARS} characters"
+                self.warn(
+                    f"{_join(path, key)}[{index}]",
+                    f"longer than {MAX_VALUE_CHARS} characters; left out",
                 )
-        return []
+            elif text := item.strip():
+                texts.append(text)
+        return texts
 
-    def count(self, doc: dict[str, Any], key: str, path: str) -> int | None:
+    def count(
+        self, doc: dict[str, Any], key: str, path: str, missing: int | None, left_out: str
+    ) -> int | None:
+        """A count; a missing one reads as `missing`, a malformed one as None (flagged,
+        with `left_out` saying what is then not counted)."""
         value = doc.get(key)
+        where = _join(path, key)
         if value is None:
-            self.fail(_join(path, key), "missing")
-        elif isinstance(value, bool) or not isinstance(value, int):
-            self.fail(_join(path, key), "must be an integer")
+            self.warn(
+                where, f"missing; {left_out}" if missing is None else f"missing; read as {missing}"
+            )
+            return missing
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.warn(where, f"must be an integer; {left_out}")
         elif not 0 <= value <= MAX_COUNT:
-            self.fail(_join(path, key), "must be between 0 and 2^63-1")
+            self.warn(where, f"must be between 0 and 2^63-1; {left_out}")
         else:
             return value
         return None

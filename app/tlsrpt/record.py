@@ -31,6 +31,8 @@ _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _URI_BODY = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@$&'()*+=]|%[0-9A-Fa-f]{2}|[^\x00-\x7f])*\Z")
 # RFC 5322 atext without "!", "%" and "?": those need encoding inside a URI, and no
 # report address uses them, so the normalised `mailto:` text needs no decoding.
+# An authority whose host is an IP literal: [userinfo@] "[" ... "]" [":" port].
+_IP_LITERAL_AUTHORITY = re.compile(r"(?:[^@\[\]]*@)?\[[^\[\]]*\](?::[0-9]*)?")
 _LOCAL_PART = re.compile(r"(?!\.)(?!.*\.\.)[A-Za-z0-9#$&'*+/=^_`{|}~.-]{1,64}(?<!\.)\Z")
 
 
@@ -171,6 +173,7 @@ def _parse_rua(value: str) -> list[ReportUri]:
             raise RecordSyntaxError(f"rua URI {_show(uri)} contains invalid characters")
         scheme = scheme_match.group(1).lower()
         body = uri[scheme_match.end() :]
+        _check_delimiters(uri, body)
         if scheme == "mailto":
             result.extend(_parse_mailto(body, uri))
         elif scheme == "https":
@@ -179,6 +182,23 @@ def _parse_rua(value: str) -> list[ReportUri]:
             # RFC 8460 §3: only "mailto" and "https" are defined.
             result.append(ReportUri(uri, scheme, f"scheme {scheme!r} is not mailto or https"))
     return result
+
+
+def _check_delimiters(uri: str, body: str) -> None:
+    """RFC 3986 §3.2.2, §3.5: "[" and "]" only around an IP literal host, "#" once (the
+    fragment); a URI breaking that is not a URI, so the record is invalid (RFC 8460 §3
+    imports URI from RFC 3986). RFC 6068 §2: a mailto address holds no bare brackets."""
+    if body.count("#") > 1:
+        raise RecordSyntaxError(f"rua URI {_show(uri)} has more than one '#'")
+    authority = ""
+    if body.startswith("//"):
+        authority = body[2:].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    rest = body[2 + len(authority) :] if authority else body
+    host_literal = _IP_LITERAL_AUTHORITY.fullmatch(authority)
+    if ("[" in authority or "]" in authority) and not host_literal:
+        raise RecordSyntaxError(f"rua URI {_show(uri)}: '[' and ']' only around an IP host")
+    if "[" in rest or "]" in rest:
+        raise RecordSyntaxError(f"rua URI {_show(uri)}: '[' and ']' outside the host")
 
 
 def _parse_mailto(body: str, original: str) -> list[ReportUri]:
@@ -215,6 +235,8 @@ def _parse_https(uri: str) -> ReportUri:
     host = parts.hostname or ""
     if not host:
         return ReportUri(uri, "https", "https URI without a host")
+    if port == 0:
+        return ReportUri(uri, "https", "https URI with port 0 (no server listens there)")
     if parts.username is not None or parts.password is not None:
         return ReportUri(uri, "https", "https URI with credentials")
     try:

@@ -2,8 +2,10 @@
 
 Tokens are 256-bit random secrets, so a single SHA-256 digest is a safe way to store
 them (no password-style stretching is needed for high-entropy secrets). Authentication
-results are cached for a few seconds per process: a request does not cost a query,
-and a revocation takes effect everywhere within `CACHE_SECONDS`.
+results are cached for a few seconds per process, so a request does not cost a query;
+a revocation NOTIFYs every instance, whose listener (app.tokens.revocations) drops the
+token from its cache at once, and the cache's lifetime (`auth_cache_seconds`, default
+`CACHE_SECONDS`) bounds it when a notification is missed.
 """
 
 from __future__ import annotations
@@ -82,12 +84,22 @@ async def revoke_token(pool: Pool, name: str, *, clock: Clock) -> bool:
 
 
 class Authenticator:
-    """Maps a presented token to its scopes, with a short per-process cache."""
+    """Maps a presented token to its scopes, with a short per-process cache that
+    `RevocationListener` (app.tokens.revocations) empties of revoked tokens at once."""
 
-    def __init__(self, pool: Pool, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        monotonic: Callable[[], float] = time.monotonic,
+        *,
+        cache_seconds: float = CACHE_SECONDS,
+    ) -> None:
         self._pool = pool
+        self.cache_seconds = cache_seconds
         self._monotonic = monotonic
         self._cache: dict[bytes, tuple[float, frozenset[str] | None]] = {}
+        # Counts forgets: an answer read before one is not cached (it may predate it).
+        self._generation = 0
 
     async def scopes(self, token: str) -> frozenset[str] | None:
         """The token's scopes, or None for an unknown or revoked token."""
@@ -99,18 +111,35 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
+        generation = self._generation
         async with self._pool.connection() as conn:
             found = await store.get_active_scopes(conn, digest)
         result = None if found is None else frozenset(found)
+        if generation != self._generation:
+            return result
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (now + CACHE_SECONDS, result)
+        self._cache[digest] = (now + self.cache_seconds, result)
         return result
+
+    def cached(self) -> int:
+        """How many tokens are cached."""
+        return len(self._cache)
+
+    def forget(self, digest: bytes) -> None:
+        """Drop one token (by its digest): it was revoked."""
+        self._generation += 1
+        self._cache.pop(digest, None)
+
+    def forget_all(self) -> None:
+        """Drop every entry: revocations may have been missed."""
+        self._generation += 1
+        self._cache.clear()
 
 
 async def session_key(pool: Pool, *, clock: Clock) -> bytes:
     """The key that signs web session cookies, shared by every instance through the
-    database (made on first use; see migration 0008)."""
+    database (made on first use; see migration 0010)."""
     async with pool.connection() as conn:
         return await store.upsert_session_key(conn, key=secrets.token_bytes(32), now=clock())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 
 Conn = AsyncConnection[tuple[Any, ...]]
 
@@ -42,12 +42,35 @@ async def list_tokens(conn: Conn) -> list[tuple[str, list[str], datetime, dateti
     return [(r[0], list(r[1]), r[2], r[3]) for r in await cur.fetchall()]
 
 
+# The channel that tells every instance a token was revoked; the payload is its digest
+# in hex. Sent in the revoking transaction, so delivered only when it commits.
+REVOKED_CHANNEL = "tlsrpt_token_revoked"
+
+
 async def mark_revoked(conn: Conn, name: str, *, now: datetime) -> int:
+    """Revoke the active token of this name and NOTIFY REVOKED_CHANNEL of its digest."""
     cur = await conn.execute(
-        "UPDATE api_tokens SET revoked_at = %(now)s WHERE name = %(name)s AND revoked_at IS NULL",
-        {"name": name, "now": now},
+        """
+        WITH revoked AS (
+            UPDATE api_tokens SET revoked_at = %(now)s
+            WHERE name = %(name)s AND revoked_at IS NULL
+            RETURNING token_hash
+        )
+        SELECT pg_notify(%(channel)s, encode(token_hash, 'hex')) FROM revoked
+        """,
+        {"name": name, "now": now, "channel": REVOKED_CHANNEL},
     )
-    return cur.rowcount
+    return len(await cur.fetchall())
+
+
+async def listen_revoked(conn: Conn) -> None:
+    """LISTEN on REVOKED_CHANNEL (an autocommit connection of its own)."""
+    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(REVOKED_CHANNEL)))
+
+
+async def get_alive(conn: Conn) -> None:
+    """A round trip: raises when the connection is gone."""
+    await conn.execute("SELECT 1")
 
 
 async def upsert_session_key(conn: Conn, *, key: bytes, now: datetime) -> bytes:

@@ -10,6 +10,7 @@ import httpx
 import orjson
 import pytest
 
+from app.delivery.suppression import add_suppression
 from app.dns.lookup import TemporaryDnsError
 from app.resources import Resources
 from app.tokens.service import Scope
@@ -205,3 +206,34 @@ async def test_list_get_and_download(
     assert missing.json()["error"]["code"] == "not_found"
     empty = await client.get("/v1/reports", params={"day": "2026-01-01"}, headers=headers)
     assert empty.json() == {"day": "2026-01-01", "reports": [], "domains": []}
+
+
+async def test_unusable_and_suppressed_rua_named_with_the_reason(
+    client: httpx.AsyncClient, headers: dict[str, str], dns: FakeResolver, resources: Resources
+) -> None:
+    # One usable rua, one of another scheme, one unparseable address, one suppressed.
+    dns.publish(
+        "example.com",
+        "v=TLSRPTv1; rua=mailto:tlsrpt@example.com,ftp://r.example/x,mailto:a..b@example.com,"
+        "https://r.example/",
+    )
+    await add_suppression(
+        resources.pool, resources.clock, "https://r.example/", comment="gone", expires_at=None
+    )
+    params = {"policy_domain": "example.com", "day": DAY.isoformat()}
+    unusable = [
+        {"rua": "ftp://r.example/x", "reason": "scheme 'ftp' is not mailto or https"},
+        {"rua": "mailto:a..b@example.com", "reason": "invalid address 'a..b@example.com'"},
+    ]
+    suppressed = {"rua": "https://r.example/", "reason": "suppressed: gone"}
+    for built in (False, True):
+        if built:
+            await services.build_day(resources, DAY)
+        preview = await client.get("/v1/reports/preview", params=params, headers=headers)
+        assert preview.status_code == 200
+        assert preview.headers["x-report-stored"] == str(built).lower()
+        assert orjson.loads(preview.headers["x-report-rua-not-used"]) == [*unusable, suppressed]
+    listing = await client.get("/v1/reports", params={"day": DAY.isoformat()}, headers=headers)
+    (report,) = [r for r in listing.json()["reports"] if r["policy_domain"] == "example.com"]
+    assert report["rua"] == ["mailto:tlsrpt@example.com", "https://r.example/"]
+    assert report["rua_not_used"] == unusable

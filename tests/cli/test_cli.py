@@ -80,3 +80,4 @@ def test_unreachable_database_is_one_line_not_a_traceback() -> None:
     assert done.returncode == 1
     assert "tlsrpt: database unavailable:" in done.stderr
     assert "Traceback" not in done.stderr
+    assert done.stderr.endswith("\n")

@@ -94,6 +94,8 @@ async def test_send_delivers_a_day_once_and_dry_run_changes_nothing(env: Deliver
         status, _, err = await tlsrpt(environ, "send", "--day", YESTERDAY.isoformat())
         assert status == 0, err
         assert f"delivered {YESTERDAY}: 2 sent" in err
+        # stderr is a pipe here, not a terminal: no progress redrawn with "\r".
+        assert "\r" not in err and err.endswith("\n")
         status, _, err = await tlsrpt(environ, "send", "--day", YESTERDAY.isoformat())
         assert status == 0, err
         assert len(env.smtp.messages) == 1 and len(env.https.posts) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import signal
@@ -329,3 +330,26 @@ async def test_the_production_reader_reads_through_the_child_process(tmp_path: P
     assert counted(sink.batches) == expected
     assert collector.stats().datagrams_received == 2002
     assert dict(collector.stats().invalid) == {"bad_json": 2}
+
+
+@pytest.mark.parametrize(("queue", "warned"), [("10\n", True), ("512\n", False)])
+async def test_start_warns_with_the_fix_when_the_kernel_queue_is_short(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, queue: str, warned: bool
+) -> None:
+    qlen = tmp_path / "max_dgram_qlen"
+    qlen.write_text(queue)
+    collector = Collector(options(tmp_path, queue_length_path=qlen), MemorySink(), system_clock)
+    with caplog.at_level(logging.INFO, logger="app.collector"):
+        await collector.start()
+        await collector.stop()
+    short = [r for r in caplog.records if r.getMessage() == "collector_queue_short"]
+    started = [r for r in caplog.records if r.getMessage() == "collector_started"]
+    assert started[0].fields["max_dgram_qlen"] == int(queue)  # type: ignore[attr-defined]
+    if not warned:
+        assert short == []
+        return
+    (record,) = short
+    assert record.levelno == logging.WARNING
+    fields = record.fields  # type: ignore[attr-defined]
+    assert fields["max_dgram_qlen"] == 10 and fields["wanted"] == 512
+    assert fields["fix"].startswith("sysctl -w net.unix.max_dgram_qlen=512 and ")

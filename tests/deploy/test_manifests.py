@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from app.cli import build_parser
+from app.collector.listener import MIN_QUEUE_LENGTH
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -289,3 +290,34 @@ def test_every_deployed_command_is_a_real_cli_command() -> None:
         assert args.command == command[1]
     serve = parser.parse_args(image_cmd()[1:])
     assert (serve.host, serve.port) == ("0.0.0.0", image_port())
+
+
+# ---------------------------------------------------------------- the collector
+
+COLLECTOR_K8S = K8S / "collector"
+
+
+def test_collector_gets_a_long_enough_kernel_queue_in_compose_and_kubernetes() -> None:
+    # net.unix.max_dgram_qlen is per network namespace: set for the collector's own.
+    svc = service("collector")
+    assert svc["sysctls"] == {"net.unix.max_dgram_qlen": MIN_QUEUE_LENGTH}
+    assert svc["image"] == IMAGE and svc["profiles"] == ["collector"]
+    kustomization = yaml.safe_load((COLLECTOR_K8S / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["collector-deployment.yaml"]
+    deployment = yaml.safe_load((COLLECTOR_K8S / "collector-deployment.yaml").read_text())
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["securityContext"]["sysctls"] == [
+        {"name": "net.unix.max_dgram_qlen", "value": str(MIN_QUEUE_LENGTH)}
+    ]
+    assert spec["securityContext"]["runAsUser"] == image_uid()
+    (container,) = spec["containers"]
+    assert container["image"] == IMAGE
+    parser = build_parser()
+    for command in (svc["command"], container["command"]):
+        args = parser.parse_args(command[1:])
+        assert args.command == "collect"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    args = parser.parse_args(container["command"][1:])
+    assert str(args.socket.parent) == mounts["libtlsrpt"]
+    assert str(args.token_file.parent) == mounts["token"]
+    assert str(args.api).endswith(":8080")

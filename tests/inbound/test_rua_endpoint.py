@@ -140,17 +140,29 @@ async def test_malformed_bodies(
     assert response.json()["error"]["message"].startswith(message)
 
 
-async def test_invalid_report_names_each_problem(client: httpx.AsyncClient, rua: str) -> None:
+async def test_unreadable_policies_stored_and_named_as_warnings(
+    client: httpx.AsyncClient, rua: str
+) -> None:
     body = (SAMPLES / "quirks/invalid-policy-type_missing-fields.json").read_bytes()
     response = await client.post(rua, content=gzip.compress(body), headers=GZIP)
-    assert response.status_code == 422
-    error = response.json()["error"]
-    assert error["message"] == "not a TLSRPT report: policies[0].policy.policy-domain: missing"
+    assert response.status_code == 201, response.text
+    accepted = response.json()
+    assert accepted["policies"] == 0
     assert {
         "field": "policies[1].policy.policy-type",
         "reason": "unknown policy-type 'invalid-policy-type' "
-        "(expected sts, tlsa or no-policy-found)",
-    } in error["details"]
+        "(expected sts, tlsa or no-policy-found); "
+        "this policy is not counted (the stored JSON keeps it)",
+    } in accepted["warnings"]
+
+
+async def test_unreadable_report_names_each_problem(client: httpx.AsyncClient, rua: str) -> None:
+    body = orjson.dumps({"organization-name": "Org", "report-id": "r", "policies": []})
+    response = await client.post(rua, content=gzip.compress(body), headers=GZIP)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["message"] == "not a TLSRPT report: date-range: missing"
+    assert error["details"] == [{"field": "date-range", "reason": "missing"}]
 
 
 async def test_too_many_policies_is_413(

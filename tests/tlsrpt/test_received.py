@@ -11,7 +11,7 @@ import pytest
 
 from app.tlsrpt.model import PolicyType
 from app.tlsrpt.received import InvalidReportError, Limits, ReceivedReport, ReportTooLargeError
-from app.tlsrpt.received_json import MAX_DEPTH, parse_report
+from app.tlsrpt.received_json import MAX_DEPTH, MAX_WARNINGS, parse_report
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 
@@ -118,17 +118,104 @@ def test_blank_optional_strings_are_absent() -> None:
     assert failure.failure_reason_code == "no-policy-served"
 
 
-def test_invalid_policy_type_and_missing_domain_are_named() -> None:
-    with pytest.raises(InvalidReportError) as caught:
-        parse_report(sample("quirks/invalid-policy-type_missing-fields.json"))
-    found = [str(p) for p in caught.value.problems]
-    assert "policies[0].policy.policy-domain: missing" in found
-    assert "policies[0].summary.total-failure-session-count: missing" in found
-    assert (
+def warnings(report: ReceivedReport) -> list[str]:
+    return [str(w) for w in report.warnings]
+
+
+def test_invalid_policy_type_and_missing_domain_stored_flagged() -> None:
+    # Lenient receiving (issue 18): the report is read, the policies it can not count
+    # are named, and nothing else is lost.
+    report = parse_report(sample("quirks/invalid-policy-type_missing-fields.json"))
+    assert (report.organization_name, report.report_id) == (
+        "Google Inc.",
+        "2019-04-14T00:00:00Z_example.org",
+    )
+    assert report.policies == ()
+    left_out = "this policy is not counted (the stored JSON keeps it)"
+    assert warnings(report) == [
+        f"policies[0].policy.policy-domain: missing; {left_out}",
+        "policies[0].summary.total-failure-session-count: missing; read as 0",
         "policies[1].policy.policy-type: unknown policy-type 'invalid-policy-type' "
-        "(expected sts, tlsa or no-policy-found)"
-    ) in found
-    assert str(caught.value) == found[0]
+        f"(expected sts, tlsa or no-policy-found); {left_out}",
+        f"policies[1].policy.policy-domain: missing; {left_out}",
+        "policies[1].summary.total-failure-session-count: missing; read as 0",
+    ]
+
+
+def test_null_contact_info_and_bad_sending_ip_stored_flagged() -> None:
+    report = parse_report(sample("quirks/null-contact-info.json"))
+    assert report.contact_info is None
+    assert warnings(report) == ["contact-info: missing or blank; stored as absent"]
+    assert report.policies[0].successful_sessions == 12
+    report = parse_report(sample("quirks/sending-mta-ip-not-an-ip.json"))
+    (first, second) = report.policies[0].failures
+    assert first.sending_mta_ip is None and first.receiving_ip == "192.0.2.25"
+    assert second.sending_mta_ip == "198.51.100.7"
+    assert warnings(report) == [
+        "policies[0].failure-details[0].sending-mta-ip: 'mta-out-3.sender.example' "
+        "is not an IP address; stored as absent"
+    ]
+    assert report.policies[0].failed_sessions == 3
+
+
+def test_well_formed_samples_have_no_warnings() -> None:
+    for name in (
+        "json/rfc8460_appendix-b_verbatim.json",
+        "json/google_foo-bar-io_2025-05-22.json",
+        "json/microsoft_sts-and-tlsa_2025-05-23.json",
+        "json/mailru_sts-policy-fetch-error_2024-02-22.json",
+        "quirks/empty-string-optional-fields_sts-policy-fetch-error.json",
+    ):
+        assert parse_report(sample(name)).warnings == (), name
+
+
+def test_unreadable_parts_flagged_and_left_out() -> None:
+    summary = {"total-successful-session-count": 2, "total-failure-session-count": 1}
+    good = {"policy": {"policy-type": "sts", "policy-domain": "a.example"}, "summary": summary}
+    doc = minimal(
+        policies=[
+            good | {"failure-details": [
+                "text",
+                {"failed-session-count": 1},
+                {"result-type": "certificate-expired", "failed-session-count": "1"},
+                {"result-type": "x-new", "failed-session-count": 1, "receiving-ip": 7},
+            ]},
+            {"policy": {"policy-type": "sts", "policy-domain": "b.example"},
+             "summary": summary | {"total-failure-session-count": -1}},
+            {"policy": {"policy-type": "sts", "policy-domain": "bad domain!"}, "summary": summary},
+            {"summary": summary},
+            [],
+        ],
+        **{"date-range": {
+            "start-datetime": "2024-05-02T00:00:00Z", "end-datetime": "2024-05-01T00:00:00Z",
+        }},
+    )  # fmt: skip
+    doc["policies"][0]["policy"]["mx-host"] = ["mx.a.example", 5]
+    report = parse(doc)
+    (policy,) = report.policies
+    assert policy.policy_domain == "a.example" and policy.mx_host == ("mx.a.example",)
+    (detail,) = policy.failures
+    assert (detail.result_type, detail.receiving_ip) == ("x-new", None)
+    found = warnings(report)
+    detail_out = "this failure detail is not counted (the stored JSON keeps it)"
+    policy_out = "this policy is not counted (the stored JSON keeps it)"
+    assert found[0] == "date-range: end-datetime is before start-datetime"
+    assert found[1] == "policies[0].policy.mx-host[1]: must be a string; left out"
+    assert found[2:8] == [
+        f"policies[0].failure-details[0]: must be an object; {detail_out}",
+        f"policies[0].failure-details[1].result-type: missing; {detail_out}",
+        f"policies[0].failure-details[2].failed-session-count: must be an integer; {detail_out}",
+        "policies[0].failure-details[3].result-type: 'x-new' is not an RFC 8460 result type; "
+        "kept as written",
+        "policies[0].failure-details[3].receiving-ip: must be a string; stored as absent",
+        "policies[1].summary.total-failure-session-count: must be between 0 and 2^63-1; "
+        f"{policy_out}",
+    ]
+    assert found[8].startswith("policies[2].policy.policy-domain: invalid label")
+    assert found[9:] == [
+        f"policies[3].policy: missing; {policy_out}",
+        f"policies[4]: must be an object; {policy_out}",
+    ]
 
 
 def test_date_times_without_zone_read_as_utc_and_offsets_converted() -> None:
@@ -163,13 +250,23 @@ def test_unknown_result_type_and_extra_keys_kept_verbatim() -> None:
     (failure,) = policy.failures
     assert failure.result_type == "certificate-revoked" and not failure.known_type
     assert failure.extra == {"x-detail": None}
+    assert warnings(report) == [
+        "x-top: not an RFC 8460 field; kept as written",
+        "date-range.x-zone: not an RFC 8460 field; kept as written",
+        "policies[0].failure-details[0].result-type: 'certificate-revoked' is not an RFC 8460 "
+        "result type; kept as written",
+        "policies[0].failure-details[0].x-detail: not an RFC 8460 field; kept as written",
+        "policies[0].x-entry: not an RFC 8460 field; kept as written",
+        "policies[0].policy.x-policy: not an RFC 8460 field; kept as written",
+        "policies[0].summary.x-summary: not an RFC 8460 field; kept as written",
+    ]
 
 
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"policies": []}, "policies: must be a non-empty array"),
         ({"policies": None}, "policies: missing"),
+        ({"policies": {}}, "policies: must be an array"),
         ({"report-id": "  "}, "report-id: must not be blank"),
         ({"organization-name": 5}, "organization-name: must be a string"),
         ({"date-range": "today"}, "date-range: must be an object"),
@@ -177,56 +274,57 @@ def test_unknown_result_type_and_extra_keys_kept_verbatim() -> None:
             {"date-range": {"start-datetime": "yesterday", "end-datetime": "2024-05-01T00:00:00Z"}},
             "date-range.start-datetime: 'yesterday' is not an RFC 3339 date-time",
         ),
-        (
-            {
-                "date-range": {
-                    "start-datetime": "2024-05-02T00:00:00Z",
-                    "end-datetime": "2024-05-01T00:00:00Z",
-                }
-            },
-            "date-range: end-datetime is before start-datetime",
-        ),
     ],
 )
 def test_not_a_report(change: dict[str, Any], expected: str) -> None:
+    # Refused: what identifies the report, its day or its policies can not be read.
     assert problems(minimal(**change)) == [expected]
 
 
+def test_empty_policies_and_contact_info_of_another_type_flagged() -> None:
+    report = parse(minimal(policies=[], **{"contact-info": 5}))
+    assert report.policies == () and report.contact_info is None
+    assert warnings(report) == [
+        "contact-info: must be a string; stored as absent",
+        "policies: empty: the report counts no sessions",
+    ]
+
+
 @pytest.mark.parametrize(
-    ("field", "value", "expected"),
+    ("value", "expected"),
     [
-        ("total-successful-session-count", -1, "must be between 0 and 2^63-1"),
-        ("total-successful-session-count", 1.5, "must be an integer"),
-        ("total-successful-session-count", True, "must be an integer"),
-        ("total-failure-session-count", "3", "must be an integer"),
+        (-1, "must be between 0 and 2^63-1"),
+        (2**63, "must be between 0 and 2^63-1"),
+        (1.5, "must be an integer"),
+        (True, "must be an integer"),
+        ("3", "must be an integer"),
     ],
 )
-def test_counts_are_non_negative_integers(field: str, value: Any, expected: str) -> None:
+def test_bad_counts_leave_the_policy_uncounted(value: Any, expected: str) -> None:
     doc = minimal()
-    doc["policies"][0]["summary"][field] = value
-    assert problems(doc) == [f"policies[0].summary.{field}: {expected}"]
-
-
-def test_bad_ip_and_domain_named_with_path() -> None:
-    doc = minimal()
-    doc["policies"][0]["policy"]["policy-domain"] = "bad domain!"
-    doc["policies"][0]["failure-details"] = [
-        {"result-type": "certificate-expired", "failed-session-count": 1, "receiving-ip": "1.2.3"}
+    doc["policies"][0]["summary"]["total-successful-session-count"] = value
+    report = parse(doc)
+    assert report.policies == ()
+    assert warnings(report) == [
+        f"policies[0].summary.total-successful-session-count: {expected}; "
+        "this policy is not counted (the stored JSON keeps it)"
     ]
-    doc["policies"][0]["failure-details"].append(
-        {
-            "result-type": "certificate-expired",
-            "failed-session-count": 1,
-            "sending-mta-ip": "fe80::1%eth0",
-        }
-    )
-    found = problems(doc)
-    assert found[0].startswith("policies[0].policy.policy-domain: invalid label")
-    # PostgreSQL's inet can not hold a zone index: refused here, not a 500 later.
-    assert found[2] == (
-        "policies[0].failure-details[1].sending-mta-ip: 'fe80::1%eth0' is not an IP address"
-    )
-    assert found[1] == "policies[0].failure-details[0].receiving-ip: '1.2.3' is not an IP address"
+
+
+def test_zone_index_ip_stored_as_absent() -> None:
+    # PostgreSQL's inet can not hold a zone index: read as absent, never a 500 later.
+    doc = minimal()
+    doc["policies"][0]["failure-details"] = [
+        {"result-type": "certificate-expired", "failed-session-count": 1,
+         "sending-mta-ip": "fe80::1%eth0", "receiving-ip": "1.2.3"},
+    ]  # fmt: skip
+    report = parse(doc)
+    (detail,) = report.policies[0].failures
+    assert (detail.sending_mta_ip, detail.receiving_ip) == (None, None)
+    assert [w.path for w in report.warnings] == [
+        "policies[0].failure-details[0].sending-mta-ip",
+        "policies[0].failure-details[0].receiving-ip",
+    ]
 
 
 def test_policy_domain_normalised_to_a_label() -> None:
@@ -238,15 +336,14 @@ def test_policy_domain_normalised_to_a_label() -> None:
     assert policy.mx_host == ("mx1.xn--bcher-kva.example", "*.weird_host!")
 
 
-def test_problems_are_capped_and_escaped() -> None:
+def test_problems_and_warnings_are_capped_and_escaped() -> None:
     summary = {"total-successful-session-count": 1, "total-failure-session-count": 0}
     doc = minimal(policies=[{"policy": {"policy-type": "x\n\x1b[31m"}, "summary": summary}] * 50)
-    found = problems(doc)
-    assert len(found) == 20
+    found = warnings(parse(doc))
+    assert len(found) == MAX_WARNINGS + 1
+    assert found[-1] == "50 more warnings not listed"
     assert "\n" not in "".join(found) and "\x1b" not in "".join(found)
-    assert found[0].endswith(
-        "unknown policy-type 'x\\u000a\\u001b[31m' (expected sts, tlsa or no-policy-found)"
-    )
+    assert "unknown policy-type 'x\\u000a\\u001b[31m'" in found[0]
 
 
 def test_not_json_and_not_an_object() -> None:
@@ -255,14 +352,13 @@ def test_not_json_and_not_an_object() -> None:
         parse_report(b'{"policies": [')
 
 
-def test_nesting_and_nul_refused() -> None:
+def test_nesting_flagged_and_nul_refused() -> None:
     deep: Any = 1
     for _ in range(MAX_DEPTH + 1):
         deep = [deep]
-    with pytest.raises(InvalidReportError, match="nested deeper"):
-        parse(minimal(x=deep))
-    with pytest.raises(InvalidReportError, match="x: nested deeper than 8 levels"):
-        parse(minimal(x=deep))
+    # An unknown key nested too deep is not kept (the stored JSON has it).
+    report = parse(minimal(x=deep))
+    assert report.extra == {} and warnings(report) == ["x: nested deeper than 8 levels"]
     with pytest.raises(InvalidReportError, match="NUL"):
         parse(minimal(**{"report-id": "a\x00b"}))
     with pytest.raises(InvalidReportError, match="NUL"):
