@@ -11,12 +11,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import Field
 
 from app.api.auth import get_resources, require_scope
 from app.api.errors import ApiError, responses
 from app.dnscheck.model import DnsCheckResult
 from app.dnscheck.service import check_domains
 from app.tlsrpt.names import normalise_domain
+from app.tlsrpt.wire import DOMAIN_SCHEMA, MAX_DOMAIN_NAME
 from app.tokens.service import Scope
 
 router = APIRouter(tags=["dns check"], dependencies=[Depends(require_scope(Scope.READ))])
@@ -36,7 +38,12 @@ MAX_DOMAINS = 20
 async def dns_check(
     request: Request,
     domain: Annotated[
-        list[str],
+        list[
+            Annotated[
+                str,
+                Field(min_length=1, max_length=MAX_DOMAIN_NAME, json_schema_extra=DOMAIN_SCHEMA),
+            ]
+        ],
         Query(description="Domain to check (IDNA accepted); repeat for several.", min_length=1),
     ],
     probe: Annotated[bool, Query(description="Also probe each MX host's STARTTLS.")] = False,

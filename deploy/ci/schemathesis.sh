@@ -20,7 +20,9 @@ work=$(mktemp -d /tmp/tlsrpt-schemathesis.XXXXXX)
 # pgserver (as root) hands the data directory to its own user.
 chmod 755 "$work"
 server_pid=
+dns_pid=
 cleanup() {
+    if [ -n "$dns_pid" ]; then kill "$dns_pid" 2>/dev/null || true; fi
     if [ -n "$server_pid" ]; then
         kill -TERM "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
@@ -29,10 +31,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Nothing may leave the machine: DNS questions (the DNS check, report building) go to a
-# loopback port where no server answers, and are given up quickly.
+# Nothing may leave the machine: DNS questions (the DNS check, report previews) go to a
+# loopback server that answers NXDOMAIN to all.
+"$PY" deploy/ci/nxdomain_dns.py >"$work/dns.port" &
+dns_pid=$!
+for _ in $(seq 50); do [ -s "$work/dns.port" ] && break; sleep 0.1; done
 env_vars=(TLSRPT_LOG_LEVEL=WARNING TLSRPT_DATA_DIR="$work/data"
-    TLSRPT_DNS__NAMESERVERS=127.0.0.1:9 TLSRPT_DNS__TIMEOUT_SECONDS=0.5)
+    TLSRPT_DNS__NAMESERVERS="127.0.0.1:$(head -n1 "$work/dns.port")")
 if [ -n "${TLSRPT_DATABASE_URL:-}" ]; then
     env_vars+=(TLSRPT_DATABASE_URL="$TLSRPT_DATABASE_URL")
 fi
