@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -115,6 +116,13 @@ def run_ours(
             nonlocal acknowledged
             acknowledged += sessions
 
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(server.pid), "--format", "raw",
+                 "--rate", "200", "--output", str(args.py_spy), "--nonblocking"],
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
         stats = Stats()
         cpu0 = sampler.cpu()
         started = time.perf_counter()
@@ -122,6 +130,9 @@ def run_ours(
         took = time.perf_counter() - started
         cpu = sampler.cpu() - cpu0
         sampler.stop.set()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         rate = acknowledged / took
         print(
             f"ours: {acknowledged:,} results in {took:.2f} s = {rate:,.0f} results/s "
@@ -206,6 +217,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1, help="tlsrpt serve --workers")
+    parser.add_argument("--py-spy", type=Path, help="record the server (collapsed stacks)")
+    parser.add_argument("--skip-peer", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tlsrpt-bench-peer-") as tmp:
         work = Path(tmp)
@@ -222,6 +235,8 @@ def main() -> int:
             + load_average()
         )
         ours, exact = run_ours(args, lines, work)
+        if args.skip_peer:
+            return 0 if exact else 1
         theirs = run_peer(args, workload, work)
         print(f"ratio ours / peer: {ours / theirs:.2f}x (same run; {load_average()})")
         return 0 if exact else 1

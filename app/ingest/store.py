@@ -11,7 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.types.json import Jsonb
 
 from app.tlsrpt.model import (
@@ -51,15 +51,20 @@ async def lock_day_exclusive(conn: Conn, day: date) -> None:
     )
 
 
+_CLOSED_DAYS = """
+    SELECT day FROM days WHERE day = ANY(%(days)s::date[]) AND closed_at IS NOT NULL ORDER BY day
+"""
+
+
 async def list_closed_days(conn: Conn, days: list[date]) -> list[date]:
-    cur = await conn.execute(
-        """
-        SELECT day FROM days
-        WHERE day = ANY(%(days)s::date[]) AND closed_at IS NOT NULL ORDER BY day
-        """,
-        {"days": days},
-    )
+    cur = await conn.execute(_CLOSED_DAYS, {"days": days})
     return [row[0] for row in await cur.fetchall()]
+
+
+async def start_list_closed_days(conn: Conn, days: list[date]) -> AsyncCursor[tuple[Any, ...]]:
+    """`list_closed_days` in pipeline mode: the cursor's rows are the closed days; fetching
+    them sends the pipeline."""
+    return await conn.execute(_CLOSED_DAYS, {"days": days})
 
 
 async def upsert_day_closed(conn: Conn, day: date, now: datetime) -> bool:
