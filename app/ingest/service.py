@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import psycopg
+
 from app import metrics
 from app.clock import Clock
 from app.config import Settings
@@ -216,12 +218,40 @@ class IngestCommitter(GroupCommitQueue[tuple[Tally, "str | None"], bool]):
         super().__init__(writers=writers, budget=20_000)
         self._pool = pool
         self._clock = clock
+        # Days whose counter partitions this process has seen to exist.
+        self._partitioned: set[date] = set()
+
+    async def _ensure_partitions(self, days: list[date]) -> None:
+        """Create missing day partitions in a short transaction of their own, committed
+        before the group's. Not inside the group's: ensure_count_partitions serialises
+        creators of every instance with an advisory lock, and ATTACH PARTITION locks the
+        parent SHARE UPDATE EXCLUSIVE; both are held to commit, so another instance's
+        first write of a day (and retention's DROP) would wait for this whole group. A
+        partition the other instance has not committed yet is invisible to it, so it
+        must wait for that commit anyway: a short one is the right one to wait for."""
+        missing = [d for d in days if d not in self._partitioned]
+        if missing:
+            async with self._pool.connection() as conn, conn.transaction():
+                await store.ensure_partitions(conn, missing)
+            self._partitioned.update(missing)
 
     def size(self, item: tuple[Tally, str | None]) -> int:
         return len(item[0])
 
     async def write_group(self, group: list[Pending[tuple[Tally, str | None], bool]]) -> None:
         days = sorted(set().union(*(p.item[0].days() for p in group)))
+        await self._ensure_partitions(days)
+        try:
+            await self._write(days, group)
+        except psycopg.errors.CheckViolation:
+            # "no partition for row": retention dropped a day this process had seen.
+            self._partitioned.clear()
+            await self._ensure_partitions(days)
+            await self._write(days, group)
+
+    async def _write(
+        self, days: list[date], group: list[Pending[tuple[Tally, str | None], bool]]
+    ) -> None:
         if all(p.item[1] is None for p in group) and await self._write_pipelined(days, group):
             for pending in group:
                 pending.settle(True)
@@ -322,6 +352,13 @@ async def open_days_before(pool: Pool, day: date) -> list[date]:
 
 
 async def purge_expired(pool: Pool, clock: Clock, settings: Settings) -> int:
-    """Delete counters past retention; returns the number of policy rows deleted."""
+    """Drop the counters of days past retention (their partitions: no row by row delete);
+    returns the number of policy rows they held. Also creates today's and tomorrow's
+    partitions ahead (the scheduler calls this daily), so ingest seldom has to."""
+    now = clock()
     async with pool.connection() as conn, conn.transaction():
-        return await store.delete_counts_before(conn, oldest_accepted_day(clock(), settings))
+        dropped = await store.drop_counts_before(conn, oldest_accepted_day(now, settings))
+    today = now.astimezone(UTC).date()
+    async with pool.connection() as conn, conn.transaction():
+        await store.ensure_partitions(conn, [today, today + timedelta(days=1)])
+    return dropped
