@@ -93,7 +93,9 @@ def run_ours(
         for start in range(0, len(lines), args.batch):
             chunk = lines[start : start + args.batch]
             body = orjson.dumps({"results": [to_result(x) for x in chunk]})
-            requests.append((encode_post("127.0.0.1", port, "/v1/results", token, body), len(chunk)))
+            requests.append(
+                (encode_post("127.0.0.1", port, "/v1/results", token, body), len(chunk))
+            )
         warm = orjson.dumps({"results": [to_result(x) for x in lines[:10]]})
         asyncio.run(
             send_each(
@@ -106,8 +108,9 @@ def run_ours(
             )
         )
         with psycopg.connect(env.database_url, autocommit=True) as conn:
-            for table in ("failure_counts", "recipient_counts", "policy_counts"):
-                conn.execute(f"DELETE FROM {table}")
+            conn.execute("DELETE FROM failure_counts")
+            conn.execute("DELETE FROM recipient_counts")
+            conn.execute("DELETE FROM policy_counts")
         sampler = ProcessSampler(server.pid)
         sampler.start()
         acknowledged = 0

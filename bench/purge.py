@@ -25,13 +25,13 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from app.config import Settings  # noqa: E402
-from app.db.migrate import _config  # noqa: E402
-from app.db.pool import Pool, open_pool  # noqa: E402
-from app.ingest import store  # noqa: E402
-from app.ingest.service import purge_expired  # noqa: E402
-from bench.harness import load_average, with_database  # noqa: E402
-from tests.clock import FakeClock  # noqa: E402
+from app.config import Settings
+from app.db.migrate import _config
+from app.db.pool import Pool, open_pool
+from app.ingest import store
+from app.ingest.service import purge_expired
+from bench.harness import load_average, with_database
+from tests.clock import FakeClock
 
 DAY = date(2026, 1, 10)
 FILL = """

@@ -55,9 +55,12 @@ def test_two_instances_under_concurrent_ingest_count_exactly(database_url: str) 
             servers.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "app", "serve", "--port", str(port)],
-                    cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
                     text=True,
-                )  # fmt: skip
+                )
             )
             bases.append(f"http://127.0.0.1:{port}")
         for server, base in zip(servers, bases, strict=True):
@@ -91,7 +94,9 @@ def test_two_instances_under_concurrent_ingest_count_exactly(database_url: str) 
                 "SELECT policy_domain, sum(success_count), sum(failure_count) FROM policy_counts"
                 " GROUP BY 1"
             ).fetchall()
-            details = conn.execute("SELECT sum(failed_session_count) FROM failure_counts").fetchone()
+            details = conn.execute(
+                "SELECT sum(failed_session_count) FROM failure_counts"
+            ).fetchone()
             recipients = conn.execute(
                 "SELECT sum(success_count), sum(failure_count) FROM recipient_counts"
             ).fetchone()
