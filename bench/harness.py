@@ -45,11 +45,13 @@ class Env:
     vars: dict[str, str]
     database_url: str
     work: Path
+    # The source tree whose `app` is run (another checkout measures a baseline).
+    root: Path = ROOT
 
     def tlsrpt(self, *argv: str) -> str:
         return subprocess.run(
             [sys.executable, "-m", "app", *argv],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.vars,
             check=True,
             capture_output=True,
@@ -61,8 +63,8 @@ class Env:
 
 
 @contextlib.contextmanager
-def fresh_database(admin_url: str | None, work: Path, tag: str) -> Iterator[Env]:
-    """A migrated database of its own for one benchmark run."""
+def fresh_database(admin_url: str | None, work: Path, tag: str, root: Path = ROOT) -> Iterator[Env]:
+    """A migrated database of its own for one benchmark run (migrated by `root`'s code)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TLSRPT_")}
     env.update({"TLSRPT_DATA_DIR": str(work), "TLSRPT_LOG_LEVEL": "WARNING"})
     name = f"tlsrpt_bench_{tag}_{os.getpid()}"
@@ -79,7 +81,7 @@ def fresh_database(admin_url: str | None, work: Path, tag: str) -> Iterator[Env]
         url = embedded.url
     env["TLSRPT_DATABASE_URL"] = url
     try:
-        result = Env(env, url, work)
+        result = Env(env, url, work, root)
         result.tlsrpt("migrate")
         yield result
     finally:
@@ -98,7 +100,7 @@ def serve(env: Env, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], int]
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--port", str(port), *extra],
-        cwd=ROOT,
+        cwd=env.root,
         env=env.vars,
     )
     try:

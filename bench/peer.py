@@ -33,7 +33,7 @@ import orjson
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, ProcessSampler, fresh_database, load_average, serve
+from harness import ROOT, Env, ProcessSampler, fresh_database, load_average, serve
 from loadgen import Stats, encode_post, send_each
 
 PEER = ROOT.parent / "shared" / "peer-sys4"
@@ -82,12 +82,34 @@ def stored_counts(url: str) -> dict[str, tuple[int, int, int]]:
 
 
 def run_ours(
-    args: argparse.Namespace, lines: list[dict[str, Any]], work: Path
+    args: argparse.Namespace, lines: list[dict[str, Any]], work: Path, root: Path = ROOT
 ) -> tuple[float, bool]:
-    with (
-        fresh_database(args.database_url, work, "peer") as env,
-        serve(env, "--workers", str(args.workers)) as (server, port),
-    ):
+    label = "ours" if root == ROOT else f"baseline ({root})"
+    with fresh_database(args.database_url, work, "peer", root) as env:
+        acknowledged, took = _load(args, lines, env, label)
+        # Read after the server stopped: its backends flush their statistics on exit.
+        exact = stored_counts(env.database_url) == expected_counts(lines)
+        print(
+            f"{label}: database holds exactly the workload's counters per policy domain: "
+            + ("yes" if exact and acknowledged == len(lines) else "NO (MISMATCH)")
+        )
+        with psycopg.connect(env.database_url) as conn:
+            row = conn.execute(
+                "SELECT sum(n_tup_ins + n_tup_upd) FROM pg_stat_user_tables"
+                " WHERE relname ~ '^(policy|failure|recipient)_counts'"
+            ).fetchone()
+        print(
+            f"{label}: counter rows inserted or updated: {int(row[0] if row else 0):,} "
+            "(the database's work: fewer when batches are merged)"
+        )
+        return acknowledged / took, exact and acknowledged == len(lines)
+
+
+def _load(
+    args: argparse.Namespace, lines: list[dict[str, Any]], env: Env, label: str
+) -> tuple[int, float]:
+    """Send the workload to a server; returns the sessions acknowledged and the seconds."""
+    with serve(env, "--workers", str(args.workers)) as (server, port):
         token = env.token("ingest", "bench")
         requests = []
         for start in range(0, len(lines), args.batch):
@@ -111,6 +133,7 @@ def run_ours(
             conn.execute("DELETE FROM failure_counts")
             conn.execute("DELETE FROM recipient_counts")
             conn.execute("DELETE FROM policy_counts")
+            conn.execute("SELECT pg_stat_reset()")
         sampler = ProcessSampler(server.pid)
         sampler.start()
         acknowledged = 0
@@ -138,18 +161,13 @@ def run_ours(
             spy.wait(timeout=60)
         rate = acknowledged / took
         print(
-            f"ours: {acknowledged:,} results in {took:.2f} s = {rate:,.0f} results/s "
+            f"{label}: {acknowledged:,} results in {took:.2f} s = {rate:,.0f} results/s "
             f"({stats.ok} batches of {args.batch} ok, {stats.failed} failed {stats.statuses}; "
             f"p50 {stats.p(0.5) * 1000:.0f} ms, p99 {stats.p(0.99) * 1000:.0f} ms per batch); "
             f"server {cpu / took:.2f} cores, {cpu * 1e6 / max(acknowledged, 1):.1f} us CPU "
             f"per result, peak RSS {sampler.peak / 2**20:.0f} MB"
         )
-        exact = stored_counts(env.database_url) == expected_counts(lines)
-        print(
-            "ours: database holds exactly the workload's counters per policy domain: "
-            + ("yes" if exact and acknowledged == len(lines) else "NO (MISMATCH)")
-        )
-        return rate, exact and acknowledged == len(lines)
+        return acknowledged, took
 
 
 def peer_workdir() -> Path:
@@ -222,6 +240,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="tlsrpt serve --workers")
     parser.add_argument("--py-spy", type=Path, help="record the server (collapsed stacks)")
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument(
+        "--baseline-root", type=Path, help="also run this checkout's server (before/after)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tlsrpt-bench-peer-") as tmp:
         work = Path(tmp)
@@ -237,11 +258,16 @@ def main() -> int:
             f"workload: N={args.n} DOMAINS={args.domains} FAIL={args.fail} SEED={args.seed}; "
             + load_average()
         )
+        if args.baseline_root:
+            before, _ = run_ours(args, lines, work, args.baseline_root.resolve())
         ours, exact = run_ours(args, lines, work)
         if args.skip_peer:
             return 0 if exact else 1
         theirs = run_peer(args, workload, work)
         print(f"ratio ours / peer: {ours / theirs:.2f}x (same run; {load_average()})")
+        if args.baseline_root:
+            print(f"ratio baseline / peer: {before / theirs:.2f}x; ours / baseline: "
+                  f"{ours / before:.2f}x")  # fmt: skip
         return 0 if exact else 1
 
 
