@@ -31,45 +31,19 @@ def upgrade() -> None:
         op.execute(f"ALTER TABLE {table} RENAME TO {table}_unpartitioned")
         op.execute(f"ALTER INDEX {table}_pkey RENAME TO {table}_unpartitioned_pkey")
     op.execute("ALTER INDEX policy_counts_domain RENAME TO policy_counts_unpartitioned_domain")
+    keys = {
+        "policy_counts": "day, policy_key",
+        "failure_counts": "day, policy_key, detail_key",
+        "recipient_counts": "day, policy_key, recipient_domain",
+    }
+    for table, key in keys.items():
+        op.execute(
+            f"CREATE TABLE {table} (LIKE {table}_unpartitioned INCLUDING DEFAULTS"
+            f" INCLUDING CONSTRAINTS) PARTITION BY RANGE (day)"
+        )
+        op.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})")
+    op.execute("CREATE INDEX policy_counts_domain ON policy_counts (day, policy_domain)")
     op.execute("""
-    CREATE TABLE policy_counts (
-        day            date     NOT NULL,
-        policy_key     bytea    NOT NULL,
-        policy_type    text     NOT NULL CHECK (policy_type IN ('sts', 'tlsa', 'no-policy-found')),
-        policy_domain  text     NOT NULL,
-        policy_string  text[]   NOT NULL,
-        mx_host        text[]   NOT NULL,
-        success_count  bigint   NOT NULL DEFAULT 0,
-        failure_count  bigint   NOT NULL DEFAULT 0,
-        trigger_count  bigint   NOT NULL DEFAULT 0,
-        PRIMARY KEY (day, policy_key)
-    ) PARTITION BY RANGE (day);
-    CREATE INDEX policy_counts_domain ON policy_counts (day, policy_domain);
-
-    CREATE TABLE failure_counts (
-        day                     date    NOT NULL,
-        policy_key              bytea   NOT NULL,
-        detail_key              bytea   NOT NULL,
-        result_type             text    NOT NULL,
-        sending_mta_ip          inet,
-        receiving_mx_hostname   text,
-        receiving_mx_helo       text,
-        receiving_ip            inet,
-        additional_information  text,
-        failure_reason_code     text,
-        failed_session_count    bigint  NOT NULL DEFAULT 0,
-        PRIMARY KEY (day, policy_key, detail_key)
-    ) PARTITION BY RANGE (day);
-
-    CREATE TABLE recipient_counts (
-        day               date    NOT NULL,
-        policy_key        bytea   NOT NULL,
-        recipient_domain  text    NOT NULL,
-        success_count     bigint  NOT NULL DEFAULT 0,
-        failure_count     bigint  NOT NULL DEFAULT 0,
-        PRIMARY KEY (day, policy_key, recipient_domain)
-    ) PARTITION BY RANGE (day);
-
     CREATE FUNCTION ensure_count_partitions(days date[]) RETURNS integer
     LANGUAGE plpgsql AS $$
     DECLARE
