@@ -144,6 +144,9 @@ async def benchmark(args: argparse.Namespace, database_url: str, work: Path) -> 
         f"(concurrency {args.concurrency}, signing processes {args.signing_processes}; "
         f"CPU of this process {cpu:.1f} s, load average {os.getloadavg()[0]:.1f})"
     )
+    # The delivering service is this process (the sinks run in a child of their own).
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of the delivering process: {peak:.0f} MB")
 
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state")

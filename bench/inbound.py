@@ -18,9 +18,6 @@ import asyncio
 import gzip
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +25,9 @@ from pathlib import Path
 
 import orjson
 import psycopg
-from psycopg import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import fresh_database, load_average, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 FAILURES = ["certificate-expired", "starttls-not-supported", "sts-policy-fetch-error",
@@ -115,12 +114,6 @@ async def send_all(
     return latencies, statuses
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -149,12 +142,6 @@ def backend_cpu(url: str) -> dict[int, float]:
     return found
 
 
-def with_database(url: str, name: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database-url", default=os.environ.get("TLSRPT_DATABASE_URL"))
@@ -163,59 +150,28 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="tlsrpt-bench-inbound-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TLSRPT_")}
-    env.update({"TLSRPT_DATA_DIR": str(tmp), "TLSRPT_LOG_LEVEL": "WARNING"})
-    admin_url = args.database_url
-    db_name = f"tlsrpt_bench_inbound_{os.getpid()}"
-    embedded = None
-    if admin_url:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
-        env["TLSRPT_DATABASE_URL"] = with_database(admin_url, db_name)
-    else:
-        sys.path.insert(0, str(ROOT))
-        from app.db.embedded import start_embedded
-
-        embedded = start_embedded(tmp)  # kept up for the server and the final count
-        env["TLSRPT_DATABASE_URL"] = embedded.url
-
-    def tlsrpt(*argv: str) -> str:
-        return subprocess.run([sys.executable, "-m", "app", *argv], cwd=ROOT, env=env,
-                              check=True, capture_output=True, text=True).stdout  # fmt: skip
-
     rng = random.Random(8460)
     started = time.perf_counter()
     bodies = [gzip.compress(make_report(rng, n, args.policies), 6) for n in range(args.reports)]
     print(f"built {len(bodies):,} reports of {args.policies} policies in "
           f"{time.perf_counter() - started:.1f} s; mean gzip body "
           f"{sum(map(len, bodies)) / len(bodies) / 1024:.1f} KiB")  # fmt: skip
-    server = None
-    try:
-        tlsrpt("migrate")
-        token = tlsrpt("token", "create", "--scope", "inbound", "--name", "bench")
-        token = token.strip().splitlines()[-1]
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)],
-                                  cwd=ROOT, env=env)  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    with (
+        tempfile.TemporaryDirectory(prefix="tlsrpt-bench-inbound-") as tmp,
+        fresh_database(args.database_url, Path(tmp), "inbound") as env,
+        serve(env) as (server, port),
+    ):
+        token = env.token("inbound", "bench")
+        url = env.database_url
         path = f"/v1/tlsrpt/{token}"
         requests = [request(port, path, body) for body in bodies]
-        db_before = backend_cpu(env["TLSRPT_DATABASE_URL"])
+        db_before = backend_cpu(url)
         cpu_before = cpu_seconds(server.pid)
         started = time.perf_counter()
         latencies, statuses = asyncio.run(send_all(port, requests, args.clients))
         took = time.perf_counter() - started
         cpu = cpu_seconds(server.pid) - cpu_before
-        db_after = backend_cpu(env["TLSRPT_DATABASE_URL"])
+        db_after = backend_cpu(url)
         db_cpu = sum(t - db_before.get(pid, 0.0) for pid, t in db_after.items())
         latencies.sort()
 
@@ -224,13 +180,14 @@ def main() -> int:
 
         print(f"{len(latencies):,} reports in {took:.1f} s: {len(latencies) / took:,.0f} reports/s "
               f"({len(latencies) * args.policies / took:,.0f} policies/s), {args.clients} clients, "
-              f"p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms, statuses {statuses}")  # fmt: skip
+              f"p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms, statuses {statuses}; "
+              f"{load_average()}")  # fmt: skip
         per_report = cpu * 1000 / len(latencies)
         print(f"server CPU {cpu / took:.2f} cores, {per_report:.2f} ms per report; "
               f"peak RSS {peak_rss_mb(server.pid):.0f} MB; database backends CPU "
               f"{db_cpu / took:.2f} cores, "
               f"{db_cpu * 1000 / len(latencies):.2f} ms per report")  # fmt: skip
-        with psycopg.connect(env["TLSRPT_DATABASE_URL"]) as conn:
+        with psycopg.connect(url) as conn:
             reports, policies = conn.execute(
                 "SELECT count(*), coalesce(sum(policy_count), 0) FROM inbound_reports"
             ).fetchone() or (0, 0)
@@ -241,16 +198,6 @@ def main() -> int:
             f"{policies:,} policies: {'exact' if exact else 'MISMATCH'}"
         )
         return 0 if exact else 1
-    finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
-        if admin_url:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(db_name)))  # fmt: skip
-        if embedded is not None:
-            embedded.stop()
 
 
 if __name__ == "__main__":

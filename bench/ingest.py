@@ -2,7 +2,8 @@
 
     python bench/ingest.py [--database-url URL] [--batch-seconds 30] [--single-seconds 30]
 
-Starts the server (embedded PostgreSQL in a temporary directory unless --database-url),
+Starts the server on a fresh database (created on --database-url and dropped afterwards;
+else the embedded PostgreSQL in a temporary directory),
 then (a) batches of 1,000 results over 1,000 policy domains with 5 % failures, and
 (b) single-result requests from 64 concurrent clients. It samples the server's RSS, and
 afterwards checks that the database totals equal what the 200 responses acknowledged.
@@ -14,24 +15,19 @@ import argparse
 import asyncio
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-import psutil
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ProcessSampler, fresh_database, load_average, serve
 from loadgen import Stats, encode_post, run_clients
 
-ROOT = Path(__file__).resolve().parents[1]
 FAILURES = [
     "certificate-expired",
     "starttls-not-supported",
@@ -39,12 +35,6 @@ FAILURES = [
     "certificate-host-mismatch",
     "validation-failure",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_result(rng: random.Random, domains: int) -> dict[str, object]:
@@ -70,34 +60,6 @@ def make_result(rng: random.Random, domains: int) -> dict[str, object]:
         item["receiving-mx-hostname"] = f"mx.{domain}"
         item["receiving-ip"] = f"198.51.100.{rng.randrange(1, 5)}"
     return item
-
-
-class RssSampler(threading.Thread):
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self.peak_one = 0
-        self.stop = threading.Event()
-
-    def cpu(self) -> float:
-        """CPU seconds of the server and its worker processes."""
-        total = 0.0
-        for p in [self.proc, *self.proc.children(recursive=True)]:
-            t = p.cpu_times()
-            total += t.user + t.system
-        return total
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-                rss = [p.memory_info().rss for p in procs]
-                self.peak = max(self.peak, sum(rss))
-                self.peak_one = max(self.peak_one, max(rss))
-            except psutil.Error:
-                return
-            time.sleep(0.2)
 
 
 def db_total(url: str) -> int:
@@ -137,7 +99,7 @@ async def phase(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--database-url")
+    parser.add_argument("--database-url", default=os.environ.get("TLSRPT_DATABASE_URL"))
     parser.add_argument("--batch-seconds", type=float, default=30)
     parser.add_argument("--single-seconds", type=float, default=30)
     parser.add_argument("--batch-clients", type=int, default=4)
@@ -145,62 +107,18 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="tlsrpt serve --workers")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="tlsrpt-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TLSRPT_")}
-    env.update({"TLSRPT_DATA_DIR": str(tmp), "TLSRPT_LOG_LEVEL": "WARNING"})
-    if args.database_url:
-        env["TLSRPT_DATABASE_URL"] = args.database_url
-    subprocess.run(
-        [sys.executable, "-m", "app", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True
-    )
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(args.workers)],
-        cwd=ROOT,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        token = (
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "app",
-                    "token",
-                    "create",
-                    "--scope",
-                    "ingest",
-                    "--name",
-                    f"bench-{port}",
-                ],
-                cwd=ROOT,
-                env=env,
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
-        url = args.database_url
-        if url is None:
-            import pgserver
-
-            url = pgserver.get_server(tmp / "pgdata").get_uri("tlsrpt")
+    with (
+        tempfile.TemporaryDirectory(prefix="tlsrpt-bench-") as tmp,
+        fresh_database(args.database_url, Path(tmp), "ingest") as env,
+        serve(env, "--workers", str(args.workers)) as (server, port),
+    ):
+        token = env.token("ingest", "bench")
+        url = env.database_url
         before = db_total(url)
-        rss = RssSampler(server.pid)
+        rss = ProcessSampler(server.pid)
         rss.start()
         rng = random.Random(8460)
-        print(f"server pid {server.pid}, day {datetime.now(UTC).date()}")
+        print(f"server pid {server.pid}, day {datetime.now(UTC).date()}; {load_average()}")
 
         cpu0 = rss.cpu()
         stats, sent_a, took = asyncio.run(
@@ -244,9 +162,6 @@ def main() -> int:
             f"{'exact' if stored == sent else 'MISMATCH'}"
         )
         return 0 if stored == sent else 1
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
 
 
 if __name__ == "__main__":

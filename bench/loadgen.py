@@ -55,6 +55,26 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
+async def _exchange(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    request: bytes,
+    sessions: int,
+    stats: Stats,
+    on_ok: Callable[[int], None],
+) -> None:
+    started = time.perf_counter()
+    writer.write(request)
+    status = await _read_response(reader)
+    stats.latencies.append(time.perf_counter() - started)
+    stats.statuses[status] = stats.statuses.get(status, 0) + 1
+    if status == 200:
+        stats.ok += 1
+        on_ok(sessions)
+    else:
+        stats.failed += 1
+
+
 async def run_clients(
     host: str,
     port: int,
@@ -75,17 +95,30 @@ async def run_clients(
         reader, writer = await asyncio.open_connection(host, port)
         try:
             while time.monotonic() < deadline:
-                request, sessions = next_request()
-                started = time.perf_counter()
-                writer.write(request)
-                status = await _read_response(reader)
-                stats.latencies.append(time.perf_counter() - started)
-                stats.statuses[status] = stats.statuses.get(status, 0) + 1
-                if status == 200:
-                    stats.ok += 1
-                    on_ok(sessions)
-                else:
-                    stats.failed += 1
+                await _exchange(reader, writer, *next_request(), stats, on_ok)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+
+
+async def send_each(
+    host: str,
+    port: int,
+    clients: int,
+    requests: list[tuple[bytes, int]],
+    stats: Stats,
+    on_ok: Callable[[int], None],
+) -> None:
+    """Send every request once, over `clients` keep-alive connections, each taking the
+    next unsent one (a fixed workload, where `run_clients` runs for a time)."""
+    queue = iter(requests)
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            for request, sessions in queue:
+                await _exchange(reader, writer, request, sessions, stats, on_ok)
         finally:
             writer.close()
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import psycopg
+
 from app import metrics
 from app.clock import Clock
 from app.config import Settings
@@ -219,18 +221,84 @@ class IngestCommitter(GroupCommitQueue[tuple[Tally, "str | None"], bool]):
     Each stays all-or-nothing: one whose day turned out to be closed fails alone with
     ClosedDayError, a repeated batch id settles alone with False; the others are merged
     and written by one set of multi-row upserts.
+
+    One writer by default: every batch touches the same popular counters, so concurrent
+    writers of one process mostly wait on each other's row locks (`Lock transactionid`),
+    while with one the batches that arrive meanwhile are merged into the next group
+    (bench/peer.py, 100 batches of 1,000: 77,000 counter rows written instead of
+    102,000-116,000 with 3 writers). A group without batch ids (the common case) is sent
+    in one pipeline, optimistically: day locks, the closed-day check and the upserts in
+    one round trip, then the commit; if a day turned out closed the transaction is
+    rolled back and the group is settled one by one (`_write_checked`).
     """
 
-    def __init__(self, pool: Pool, clock: Clock, *, writers: int = 3) -> None:
+    def __init__(self, pool: Pool, clock: Clock, *, writers: int = 1) -> None:
         super().__init__(writers=writers, budget=20_000)
         self._pool = pool
         self._clock = clock
+        # Days whose counter partitions this process has seen to exist.
+        self._partitioned: set[date] = set()
+
+    async def _ensure_partitions(self, days: list[date]) -> None:
+        """Create missing day partitions in a short transaction of their own, committed
+        before the group's. Not inside the group's: ensure_count_partitions serialises
+        creators of every instance with an advisory lock, and ATTACH PARTITION locks the
+        parent SHARE UPDATE EXCLUSIVE; both are held to commit, so another instance's
+        first write of a day (and retention's DROP) would wait for this whole group. A
+        partition the other instance has not committed yet is invisible to it, so it
+        must wait for that commit anyway: a short one is the right one to wait for."""
+        missing = [d for d in days if d not in self._partitioned]
+        if missing:
+            async with self._pool.connection() as conn, conn.transaction():
+                await store.ensure_partitions(conn, missing)
+            self._partitioned.update(missing)
 
     def size(self, item: tuple[Tally, str | None]) -> int:
         return len(item[0])
 
     async def write_group(self, group: list[Pending[tuple[Tally, str | None], bool]]) -> None:
         days = sorted(set().union(*(p.item[0].days() for p in group)))
+        await self._ensure_partitions(days)
+        try:
+            await self._write(days, group)
+        except psycopg.errors.CheckViolation:
+            # "no partition for row": retention dropped a day this process had seen.
+            self._partitioned.clear()
+            await self._ensure_partitions(days)
+            await self._write(days, group)
+
+    async def _write(
+        self, days: list[date], group: list[Pending[tuple[Tally, str | None], bool]]
+    ) -> None:
+        if all(p.item[1] is None for p in group) and await self._write_pipelined(days, group):
+            for pending in group:
+                pending.settle(True)
+            return
+        await self._write_checked(days, group)
+
+    async def _write_pipelined(
+        self, days: list[date], group: list[Pending[tuple[Tally, str | None], bool]]
+    ) -> bool:
+        """Write the whole group unless one of `days` is closed; False: nothing written."""
+        merged = group[0].item[0] if len(group) == 1 else Tally()
+        if len(group) > 1:
+            for pending in group:
+                merged.merge(pending.item[0])
+        async with self._pool.connection() as conn:
+            try:
+                async with conn.pipeline(), conn.transaction():
+                    await store.lock_days_shared(conn, days)
+                    closed = await store.start_list_closed_days(conn, days)
+                    await store.upsert_counts(conn, merged)
+                    if await closed.fetchall():
+                        raise _DayClosed
+            except _DayClosed:
+                return False
+        return True
+
+    async def _write_checked(
+        self, days: list[date], group: list[Pending[tuple[Tally, str | None], bool]]
+    ) -> None:
         accepted: list[Pending[tuple[Tally, str | None], bool]] = []
         repeated = []
         async with self._pool.connection() as conn, conn.transaction():
@@ -263,6 +331,10 @@ class IngestCommitter(GroupCommitQueue[tuple[Tally, "str | None"], bool]):
             pending.settle(True)
         for pending in repeated:
             pending.settle(False)
+
+
+class _DayClosed(Exception):
+    """Rolls back an optimistic group write that met a closed day."""
 
 
 # The read and maintenance side, for report building and the scheduler.
@@ -304,6 +376,13 @@ async def open_days_before(pool: Pool, day: date) -> list[date]:
 
 
 async def purge_expired(pool: Pool, clock: Clock, settings: Settings) -> int:
-    """Delete counters past retention; returns the number of policy rows deleted."""
+    """Drop the counters of days past retention (their partitions: no row by row delete);
+    returns the number of policy rows they held. Also creates today's and tomorrow's
+    partitions ahead (the scheduler calls this daily), so ingest seldom has to."""
+    now = clock()
     async with pool.connection() as conn, conn.transaction():
-        return await store.delete_counts_before(conn, oldest_accepted_day(clock(), settings))
+        dropped = await store.drop_counts_before(conn, oldest_accepted_day(now, settings))
+    today = now.astimezone(UTC).date()
+    async with pool.connection() as conn, conn.transaction():
+        await store.ensure_partitions(conn, [today, today + timedelta(days=1)])
+    return dropped

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.types.json import Jsonb
 
 from app.tlsrpt.model import (
@@ -51,15 +51,20 @@ async def lock_day_exclusive(conn: Conn, day: date) -> None:
     )
 
 
+_CLOSED_DAYS = """
+    SELECT day FROM days WHERE day = ANY(%(days)s::date[]) AND closed_at IS NOT NULL ORDER BY day
+"""
+
+
 async def list_closed_days(conn: Conn, days: list[date]) -> list[date]:
-    cur = await conn.execute(
-        """
-        SELECT day FROM days
-        WHERE day = ANY(%(days)s::date[]) AND closed_at IS NOT NULL ORDER BY day
-        """,
-        {"days": days},
-    )
+    cur = await conn.execute(_CLOSED_DAYS, {"days": days})
     return [row[0] for row in await cur.fetchall()]
+
+
+async def start_list_closed_days(conn: Conn, days: list[date]) -> AsyncCursor[tuple[Any, ...]]:
+    """`list_closed_days` in pipeline mode: the cursor's rows are the closed days; fetching
+    them sends the pipeline."""
+    return await conn.execute(_CLOSED_DAYS, {"days": days})
 
 
 async def upsert_day_closed(conn: Conn, day: date, now: datetime) -> bool:
@@ -278,15 +283,48 @@ async def list_open_days_before(conn: Conn, day: date) -> list[date]:
     return [row[0] for row in await cur.fetchall()]
 
 
-async def delete_counts_before(conn: Conn, day: date) -> int:
-    """Retention: drop every counter of days before `day`; returns policy rows deleted."""
+async def ensure_partitions(conn: Conn, days: Sequence[date]) -> int:
+    """Create the counter tables' partitions of these days that are missing (in the
+    caller's transaction, which should be short: see IngestCommitter); returns how many."""
+    cur = await conn.execute(
+        "SELECT ensure_count_partitions(%(days)s::date[])", {"days": sorted(days)}
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+# The counter tables, in the order ingest writes them (and retention locks them).
+COUNT_TABLES = ("policy_counts", "failure_counts", "recipient_counts")
+
+
+async def drop_counts_before(conn: Conn, day: date) -> int:
+    """Retention: drop the partitions of days before `day` (each table's, in the order
+    ingest writes them, so the two lock the parents in one order); returns the policy
+    rows they held."""
+    cur = await conn.execute(
+        """
+        SELECT parent.relname, child.relname
+        FROM pg_inherits i
+        JOIN pg_class child ON child.oid = i.inhrelid
+        JOIN pg_class parent ON parent.oid = i.inhparent
+        WHERE parent.relname = ANY(%(tables)s::text[])
+            AND parent.relnamespace = to_regnamespace(current_schema())
+            AND to_date(right(child.relname, 8), 'YYYYMMDD') < %(day)s
+        ORDER BY array_position(%(tables)s::text[], parent.relname::text), child.relname
+        """,
+        {"tables": list(COUNT_TABLES), "day": day},
+    )
+    policy_rows = 0
+    for parent, partition in await cur.fetchall():
+        name = sql.Identifier(partition)
+        if parent == "policy_counts":
+            counted = await conn.execute(sql.SQL("SELECT count(*) FROM {}").format(name))
+            policy_rows += int((await counted.fetchone() or (0,))[0])
+        await conn.execute(sql.SQL("DROP TABLE {}").format(name))
     params = {"day": day}
-    await conn.execute("DELETE FROM failure_counts WHERE day < %(day)s", params)
-    await conn.execute("DELETE FROM recipient_counts WHERE day < %(day)s", params)
-    cur = await conn.execute("DELETE FROM policy_counts WHERE day < %(day)s", params)
     await conn.execute("DELETE FROM days WHERE day < %(day)s", params)
     await conn.execute("DELETE FROM ingest_batches WHERE day < %(day)s", params)
-    return cur.rowcount
+    return policy_rows
 
 
 # Reading, for the web pages
