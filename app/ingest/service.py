@@ -290,6 +290,8 @@ class IngestCommitter(GroupCommitQueue[tuple[Tally, "str | None"], bool]):
                     await store.lock_days_shared(conn, days)
                     closed = await store.start_list_closed_days(conn, days)
                     await store.upsert_counts(conn, merged)
+                    # Per hour of receipt, for the same-day alerts (app.ingest.hours).
+                    await hours.add_hours(conn, [merged], self._clock())
                     if await closed.fetchall():
                         raise _DayClosed
             except _DayClosed:

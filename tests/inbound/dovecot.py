@@ -149,12 +149,35 @@ class Dovecot:
             client.logout()
 
 
-def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+class _ExitedEarly(Exception):
+    """Dovecot exited before it listened (its output says why)."""
+
+
+def _start(binary: str, root: Path, ca: LoopbackCa) -> tuple[Dovecot, subprocess.Popen[bytes]]:
+    port = free_port()
+    tls_port = free_port()
+    while tls_port == port:
+        tls_port = free_port()
+    server = Dovecot(root, port, tls_port, ca)
+    conf = root / "dovecot.conf"
+    conf.write_text(
+        CONF.format(root=root, cert=ca.cert_file, key=ca.key_file, port=port, tls_port=tls_port)
+    )
+    with (root / "dovecot.out").open("wb") as out:
+        process = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=out, stderr=out)
+    return server, process
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], root: Path) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            text = log.read_text() if log.exists() else ""
-            pytest.fail(f"dovecot exited with {process.returncode}:\n{text}")
+            text = "".join(
+                p.read_text(errors="replace")
+                for p in (root / "dovecot.out", root / "dovecot.log")
+                if p.exists()
+            )
+            raise _ExitedEarly(f"dovecot exited with {process.returncode}:\n{text}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return
@@ -179,24 +202,24 @@ def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
         (root / sub).mkdir()
     shutil.chown(root / "mail", "nobody", "nogroup")
     ca = make_test_ca(tmp_path)
-    server = Dovecot(root, free_port(), free_port(), ca)
     (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
-    conf = root / "dovecot.conf"
-    conf.write_text(
-        CONF.format(
-            root=root,
-            cert=ca.cert_file,
-            key=ca.key_file,
-            port=server.port,
-            tls_port=server.tls_port,
-        )
-    )
-    process = subprocess.Popen(
-        [binary, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
+    # A port picked free may be taken by another process before Dovecot binds it (the
+    # suite runs in several workers): then Dovecot exits at once, and is started again
+    # on other ports.
+    for attempt in range(3):
+        server, process = _start(binary, root, ca)
+        try:
+            _wait_listening(server.port, process, root)
+            _wait_listening(server.tls_port, process, root)
+            break
+        except _ExitedEarly as exc:
+            if attempt == 2:
+                pytest.fail(str(exc))
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
     try:
-        _wait_listening(server.port, process, root / "dovecot.log")
-        _wait_listening(server.tls_port, process, root / "dovecot.log")
         yield server
     finally:
         process.terminate()
