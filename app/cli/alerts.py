@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from app.alerts import gauges
 from app.alerts import service as alerts
+from app.alerts.conditions import DkimWatch
 from app.cli.runtime import announce_configuration, run_with_resources, settings_or_exit
 from app.resources import Resources
 from app.scheduler.service import instance_name
@@ -70,7 +71,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     async def work(res: Resources) -> int:
         senders = announce_configuration(res)
         result = await alerts.run_round(
-            res.pool, senders, res.clock, settings, owner=instance_name()
+            res.pool,
+            senders,
+            res.clock,
+            settings,
+            owner=instance_name(),
+            dkim=DkimWatch(senders.dkim_key, res.resolver),
         )
         await gauges.refresh(res.pool, res.clock, settings)
         raised = sum(result.raised.values())

@@ -24,6 +24,7 @@ from datetime import date, datetime, timedelta
 
 from app.alerts import gauges
 from app.alerts import service as alerts
+from app.alerts.conditions import DkimWatch
 from app.clock import Clock
 from app.config import Settings
 from app.db.pool import Pool
@@ -88,6 +89,8 @@ class Scheduler:
         self._sleep = sleep
         self._rand = rand
         self._stop = asyncio.Event()
+        # dkim_mismatch: the key mail is signed with, against DNS, hourly.
+        self.dkim_watch = DkimWatch(senders.dkim_key, resolver)
 
     def stop(self) -> None:
         """Finish the sends in flight, claim nothing new, and leave `run`."""
@@ -171,6 +174,7 @@ class Scheduler:
                 self.settings,
                 owner=self.owner,
                 jitter=self._rand,
+                dkim=self.dkim_watch,
             )
         except Exception:
             log.exception("alert_round_failed", extra={"fields": {"owner": self.owner}})
