@@ -33,7 +33,15 @@ from app.delivery.senders import Senders
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AlertRow", "NotificationRow", "Round", "evaluate", "list_alerts", "run_round"]
+__all__ = [
+    "AlertRow",
+    "DkimWatch",
+    "NotificationRow",
+    "Round",
+    "evaluate",
+    "list_alerts",
+    "run_round",
+]
 
 # A notification being sent is another instance's for this long.
 LEASE_SECONDS = 300.0

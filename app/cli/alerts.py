@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 from app.alerts import gauges
 from app.alerts import service as alerts
-from app.alerts.conditions import DkimWatch
 from app.cli.runtime import announce_configuration, run_with_resources, settings_or_exit
 from app.resources import Resources
 from app.scheduler.service import instance_name
@@ -76,7 +75,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             res.clock,
             settings,
             owner=instance_name(),
-            dkim=DkimWatch(senders.dkim_key, res.resolver),
+            dkim=alerts.DkimWatch(senders.dkim_key, res.resolver),
         )
         await gauges.refresh(res.pool, res.clock, settings)
         raised = sum(result.raised.values())

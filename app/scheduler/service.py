@@ -24,7 +24,6 @@ from datetime import date, datetime, timedelta
 
 from app.alerts import gauges
 from app.alerts import service as alerts
-from app.alerts.conditions import DkimWatch
 from app.clock import Clock
 from app.config import Settings
 from app.db.pool import Pool
@@ -90,7 +89,7 @@ class Scheduler:
         self._rand = rand
         self._stop = asyncio.Event()
         # dkim_mismatch: the key mail is signed with, against DNS, hourly.
-        self.dkim_watch = DkimWatch(senders.dkim_key, resolver)
+        self.dkim_watch = alerts.DkimWatch(senders.dkim_key, resolver)
 
     def stop(self) -> None:
         """Finish the sends in flight, claim nothing new, and leave `run`."""
