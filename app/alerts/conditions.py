@@ -2,7 +2,11 @@
 
 Each evaluator returns the conditions of its kind that hold at `now`; the service raises
 those not open yet and resolves the open ones that no longer hold. A subject names what
-the condition is about (a policy domain, a rua, a day; '' for the whole service).
+the condition is about (a policy domain, a rua, a day; '' for the whole service). An
+evaluator may also answer None, "no verdict now": that kind's open alerts stay as they
+are. The database conditions are `CONDITIONS`; `DkimWatch` (dkim_mismatch) asks DNS, so
+its owner (the scheduler, `tlsrpt alerts evaluate`) makes one with the signing key and
+the resolver and hands it to the round.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from typing import Any
 from app.config import AlertSettings
 from app.db.pool import Pool
 from app.delivery import trouble
+from app.delivery.signing import DkimKey
+from app.dns.resolver import TxtResolver
+from app.dnscheck.dkim import check_published_key
+from app.dnscheck.model import Status
 from app.inbound import failures
 from app.ingest import hours
 
@@ -22,8 +30,7 @@ INCOMING_FAILURES = "incoming_failures"
 OUTGOING_SPIKE = "outgoing_spike"
 DELIVERY_FAILED = "delivery_failed"
 DAY_UNDELIVERED = "day_undelivered"
-# Raised by the DNS check of issue 15 ("DKIM key does not match DNS"): its evaluator is
-# added to CONDITIONS when that check exists; the kind is already known to the table.
+# The DKIM key report mail is signed with is not the one DNS publishes (`DkimWatch`).
 DKIM_MISMATCH = "dkim_mismatch"
 SILENCE = "silence"
 # `tlsrpt alerts test`: stored like an alert, resolved at once.
@@ -37,7 +44,10 @@ class Condition:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-Evaluator = Callable[[Pool, datetime, AlertSettings], Awaitable[list[Condition]]]
+# None: no verdict now (DNS can not answer, or not due): the open alerts stay as they are.
+Evaluator = Callable[[Pool, datetime, AlertSettings], Awaitable[list[Condition] | None]]
+# DNS is asked about the DKIM key at most this often (the scheduler polls every 30 s).
+DKIM_CHECK_INTERVAL = timedelta(hours=1)
 
 
 def _share(part: int, whole: int) -> float:
@@ -184,7 +194,54 @@ async def silence(pool: Pool, now: datetime, s: AlertSettings) -> list[Condition
     ]
 
 
-# Evaluated every round, in this order (a kind missing here is never resolved).
+class DkimWatch:
+    """dkim_mismatch: DNS does not publish the key report mail is signed with (missing,
+    revoked, broken or another key: receivers' DKIM checks then fail, RFC 8460 §3).
+
+    Asks DNS at most once per `interval` (by the `now` of the round, the injected clock);
+    between checks, and when DNS can not answer, it gives no verdict. Without a key (mail
+    reports disabled, said at start-up and by the doctor) nothing is ever raised.
+    """
+
+    def __init__(
+        self,
+        key: DkimKey | None,
+        resolver: TxtResolver,
+        interval: timedelta = DKIM_CHECK_INTERVAL,
+    ) -> None:
+        self._key = key
+        self._resolver = resolver
+        self._interval = interval
+        self._next_at: datetime | None = None
+
+    async def __call__(self, pool: Pool, now: datetime, s: AlertSettings) -> list[Condition] | None:
+        if self._key is None:
+            return []
+        if self._next_at is not None and now < self._next_at:
+            return None
+        self._next_at = now + self._interval
+        finding = await check_published_key(self._resolver, self._key)
+        if finding.status is Status.UNKNOWN:
+            return None
+        if finding.status is Status.OK:
+            return []
+        return [
+            Condition(
+                finding.subject,
+                f"{finding.subject}: {finding.message}",
+                {
+                    "dkim_name": finding.subject,
+                    "selector": self._key.selector,
+                    "domain": self._key.domain,
+                    "reason": finding.message,
+                    "record_to_publish": finding.suggestion,
+                },
+            )
+        ]
+
+
+# Evaluated every round, in this order (a kind missing here is never resolved);
+# DKIM_MISMATCH is added by `alerts.service.run_round` when it is given a `DkimWatch`.
 CONDITIONS: dict[str, Evaluator] = {
     INCOMING_FAILURES: incoming_failures,
     OUTGOING_SPIKE: outgoing_spike,

@@ -1,7 +1,8 @@
 """Alerts: evaluation rounds, digests, notifications, and the list operators read.
 
 A round (`run_round`, run by every instance's scheduler, or `tlsrpt alerts evaluate`)
-evaluates each condition of `conditions.CONDITIONS`, raises the ones not open yet (once:
+evaluates each condition of `conditions.CONDITIONS` (and dkim_mismatch through the
+caller's `DkimWatch`, which keeps when DNS was last asked), raises the ones not open yet (once:
 a unique index on the open alerts settles races between instances) and resolves the open
 ones that cleared; then every alert not yet notified goes into one digest, at most one
 per `digest_min_interval_seconds`, queued as one notification per webhook URL and mail
@@ -14,14 +15,14 @@ from __future__ import annotations
 import logging
 import random
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from app import metrics
 from app.alerts import conditions, notify, store
-from app.alerts.conditions import Condition
+from app.alerts.conditions import Condition, DkimWatch, Evaluator
 from app.alerts.store import AlertRow, ClaimedNotification, NotificationRow
 from app.backoff import backoff_seconds
 from app.clock import Clock
@@ -32,7 +33,15 @@ from app.delivery.senders import Senders
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AlertRow", "NotificationRow", "Round", "evaluate", "list_alerts", "run_round"]
+__all__ = [
+    "AlertRow",
+    "DkimWatch",
+    "NotificationRow",
+    "Round",
+    "evaluate",
+    "list_alerts",
+    "run_round",
+]
 
 # A notification being sent is another instance's for this long.
 LEASE_SECONDS = 300.0
@@ -92,14 +101,21 @@ async def apply_conditions(
     return len(raised), resolved
 
 
-async def evaluate(pool: Pool, clock: Clock, settings: AlertSettings) -> Round:
+async def evaluate(
+    pool: Pool,
+    clock: Clock,
+    settings: AlertSettings,
+    evaluators: Mapping[str, Evaluator] = conditions.CONDITIONS,
+) -> Round:
     """Evaluate every condition once; a condition that fails is logged and left as it
-    was (its open alerts are not resolved)."""
+    was (its open alerts are not resolved), and so is one that gives no verdict."""
     result = Round()
-    for kind, evaluator in conditions.CONDITIONS.items():
+    for kind, evaluator in evaluators.items():
         now = clock()
         try:
             found = await evaluator(pool, now, settings)
+            if found is None:
+                continue
             raised, resolved = await apply_conditions(pool, now, kind, found)
         except Exception:
             log.exception("alert_condition_failed", extra={"fields": {"kind": kind}})
@@ -252,10 +268,15 @@ async def run_round(
     *,
     owner: str,
     jitter: Callable[[], float] = random.random,
+    dkim: DkimWatch | None = None,
 ) -> Round:
-    """Evaluate (when enabled), queue a digest, send what is due."""
+    """Evaluate (when enabled; dkim_mismatch with `dkim`, which the caller keeps from
+    round to round), queue a digest, send what is due."""
     alerts = settings.alerts
-    result = await evaluate(pool, clock, alerts) if alerts.enabled else Round()
+    evaluators: dict[str, Evaluator] = dict(conditions.CONDITIONS)
+    if dkim is not None:
+        evaluators[conditions.DKIM_MISMATCH] = dkim
+    result = await evaluate(pool, clock, alerts, evaluators) if alerts.enabled else Round()
     result.notifications_queued = await queue_digest(pool, clock, alerts, service=senders.submitter)
     result.notifications_sent = await send_due(
         pool, senders, clock, alerts, owner=owner, jitter=jitter

@@ -26,6 +26,18 @@ router = APIRouter(tags=["dns check"], dependencies=[Depends(require_scope(Scope
 MAX_DOMAINS = 20
 
 
+def invalid_domains(domains: list[str]) -> list[tuple[int, str]]:
+    """(index, reason) of each name that is not a domain: the API and the DNS page
+    refuse the request with them."""
+    invalid = []
+    for index, name in enumerate(domains):
+        try:
+            normalise_domain(name)
+        except ValueError as exc:
+            invalid.append((index, str(exc)))
+    return invalid
+
+
 @router.get(
     "/v1/dns/check",
     response_model=DnsCheckResult,
@@ -59,12 +71,10 @@ async def dns_check(
             f"at most {MAX_DOMAINS} domains per request",
             [{"field": "domain", "reason": f"{len(domain)} given"}],
         )
-    details = []
-    for index, name in enumerate(domain):
-        try:
-            normalise_domain(name)
-        except ValueError as exc:
-            details.append({"index": index, "field": "domain", "reason": str(exc)})
+    details = [
+        {"index": index, "field": "domain", "reason": reason}
+        for index, reason in invalid_domains(domain)
+    ]
     if details:
         raise ApiError(422, "invalid_domain", "a domain is not valid", details)
     return await check_domains(

@@ -70,7 +70,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     async def work(res: Resources) -> int:
         senders = announce_configuration(res)
         result = await alerts.run_round(
-            res.pool, senders, res.clock, settings, owner=instance_name()
+            res.pool,
+            senders,
+            res.clock,
+            settings,
+            owner=instance_name(),
+            dkim=alerts.DkimWatch(senders.dkim_key, res.resolver),
         )
         await gauges.refresh(res.pool, res.clock, settings)
         raised = sum(result.raised.values())

@@ -170,7 +170,8 @@ async def check_dkim(settings: Settings, resolver: TxtResolver) -> Finding:
 
     One finding: `ok` when DNS publishes the configured key; `fail` when no key is
     configured, the file is unusable, or DNS publishes none or another key; `unknown`
-    when DNS can not answer now. (For alerts that watch "DKIM key does not match DNS".)
+    when DNS can not answer now. (The dkim_mismatch alert, `app.alerts.conditions.DkimWatch`,
+    calls `check_published_key` with the key the signer loaded: no key is no alert.)
     """
     try:
         domain = submitter_domain(settings.report.contact_info)

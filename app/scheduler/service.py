@@ -92,6 +92,8 @@ class Scheduler:
         self._sleep = sleep
         self._rand = rand
         self._stop = asyncio.Event()
+        # dkim_mismatch: the key mail is signed with, against DNS, hourly.
+        self.dkim_watch = alerts.DkimWatch(senders.dkim_key, resolver)
 
     def stop(self) -> None:
         """Finish the sends in flight, claim nothing new, and leave `run`."""
@@ -186,6 +188,7 @@ class Scheduler:
                 self.settings,
                 owner=self.owner,
                 jitter=self._rand,
+                dkim=self.dkim_watch,
             )
         except Exception:
             log.exception("alert_round_failed", extra={"fields": {"owner": self.owner}})

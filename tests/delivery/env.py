@@ -28,11 +28,19 @@ from app.config import (
 from app.db.migrate import expected_heads
 from app.db.pool import open_pool
 from app.delivery.service import deliver_due
+from app.dns.resolver import TxtAnswer
+from app.dnscheck.dkim import format_dkim_record, public_key_der
 from app.resources import Resources
 from tests.clock import FakeClock
 from tests.delivery.certs import LoopbackCa
 from tests.delivery.sinks import HttpsReceiver, SmtpHandler, https_receiver, smtp_sink
 from tests.dns.fake_resolver import FakeResolver
+
+
+def dkim_record(pem: bytes) -> bytes:
+    """The DKIM TXT value publishing the public half of `pem` (s=tlsrpt)."""
+    line = format_dkim_record("sel", "sender.example", public_key_der(pem))
+    return "".join(line.split(" IN TXT ", 1)[1].split('"')[1::2]).encode()
 
 
 class FakeAddressResolver:
@@ -54,6 +62,8 @@ class DeliveryEnv:
     resolver: FakeAddressResolver
     clock: FakeClock
     database_url: str
+    # What DNS publishes: the DKIM key of the settings (a sender set up right).
+    dns: dict[str, TxtAnswer | Exception] = field(default_factory=dict)
     opened: list[Resources] = field(default_factory=list)
 
     def https_rua(self, path: str = "/tlsrpt") -> str:
@@ -66,7 +76,7 @@ class DeliveryEnv:
         resources = Resources(
             settings=settings,
             pool=pool,
-            resolver=FakeResolver(),
+            resolver=FakeResolver(self.dns),
             clock=self.clock,
             expected_heads=expected_heads(),
             address_resolver=self.resolver,
@@ -119,6 +129,7 @@ async def delivery_env(
             resolver=FakeAddressResolver({"rua.test": ["127.0.0.1"]}),
             clock=clock,
             database_url=database_url,
+            dns={"sel._domainkey.sender.example.": [(dkim_record(dkim_pem),)]},
         )
         try:
             yield env

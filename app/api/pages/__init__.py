@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from app.api.pages import incoming, operate, outgoing, signin
+from app.api.pages import dnscheck, incoming, operate, outgoing, signin
 from app.api.pages.docs_policy import DocsPolicyMiddleware
 from app.api.pages.render import page, secure
 from app.api.pages.session import CsrfError, ForbiddenError, SignInRequiredError
@@ -26,6 +26,7 @@ def install(app: FastAPI) -> None:
     app.include_router(outgoing.router)
     app.include_router(incoming.router)
     app.include_router(operate.router)
+    app.include_router(dnscheck.router)
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
     app.add_middleware(DocsPolicyMiddleware)
 

@@ -1,4 +1,4 @@
-"""Deliveries (retry now, suppress a rua), suppressions, configuration, DNS placeholder.
+"""Deliveries (retry now, suppress a rua), suppressions, configuration.
 
 Every change is a POST form with the session's CSRF token, allowed to `admin` tokens
 only, and answered with a redirect (post/redirect/get) so a reload never posts again.
@@ -160,9 +160,3 @@ async def config(request: Request) -> Response:
         fingerprint=fingerprint,
         dkim_problem=dkim_problem,
     )
-
-
-@router.get("/ui/dns")
-async def dns(request: Request) -> Response:
-    who = await viewer(request)
-    return page(request, "dns.html", who, section="dns")

@@ -11,6 +11,8 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from app.alerts import service as alerts
+from app.alerts.conditions import DKIM_MISMATCH
 from app.api.auth import get_resources
 from app.api.pages.render import page
 from app.api.pages.session import viewer
@@ -27,6 +29,8 @@ from app.report.service import NoReportError
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 100
 TOP = 5
+# The DNS page's check of the DKIM key and From alignment.
+DNS_SENDING = "/ui/dns?sending=true"
 
 
 @router.get("/")
@@ -63,6 +67,7 @@ async def overview(request: Request) -> Response:
         outcomes_task = group.create_task(
             report_views.outcome_counts(pool, [yesterday, today - timedelta(days=2)])
         )
+        alerts_task = group.create_task(alerts.open_counts(pool))
     counts, incoming, outcomes = (
         counts_task.result(),
         incoming_task.result(),
@@ -88,6 +93,10 @@ async def overview(request: Request) -> Response:
     dkim = _dkim_problem(request)
     if dkim:
         attention.append((dkim, "/ui/config"))
+    if alerts_task.result().get(DKIM_MISMATCH):
+        attention.append(
+            ("DNS does not publish the DKIM key report mail is signed with", DNS_SENDING)
+        )
     if incoming.failed:
         attention.append(
             (f"failed sessions to our domains in 7 days: {incoming.failed}", "/ui/incoming")

@@ -19,6 +19,7 @@ from app.resources import Resources
 from tests.api.pages.browser import CHROMIUM, Watched, serve, watched_context
 from tests.api.pages.seed import Seeded, seed
 from tests.conftest import bearer
+from tests.dnscheck.zone_server import ZoneData
 
 SCREENSHOT = Path(__file__).parents[3] / "docs" / "ui-overview.png"
 
@@ -90,7 +91,7 @@ async def test_every_page_renders_its_data(watched: Watched, site: tuple[str, Se
         ("Deliveries", seeded.failed_rua),
         ("Suppressions", "None."),
         ("Configuration", "TLSRPT_SMTP__HOST"),
-        ("DNS", "dns-check"),
+        ("DNS", "tlsrpt dns-check"),
     ]:
         await page.get_by_role("link", name=name, exact=True).click()
         await expect(page.locator("main")).to_contain_text(text)
@@ -214,3 +215,44 @@ async def test_docs_render_offline(watched: Watched) -> None:
     # requested from outside, and the refusal is the one message the page logs.
     assert all("cdn.redoc.ly" in e for e in watched.console_errors), watched.console_errors
     watched.console_errors.clear()
+
+
+async def test_dns_check_shows_a_fail_with_the_record_to_copy(
+    browser: Browser, site: tuple[str, Seeded], checked: ZoneData
+) -> None:
+    """On a phone-sized screen, by keyboard: check a domain, see the FAIL and the record
+    to publish, copy it; then the sending side (another DKIM key is published)."""
+    origin, seeded = site
+    async with watched_context(
+        browser,
+        origin,
+        viewport={"width": 360, "height": 740},
+        permissions=["clipboard-read", "clipboard-write"],
+    ) as w:
+        page = await w.context.new_page()
+        await sign_in(page, seeded.read)
+        await page.get_by_role("link", name="DNS", exact=True).click()
+        await page.get_by_label("Domains").fill("bad.test")
+        await page.get_by_label("Domains").press("Enter")
+        await expect(page).to_have_url(re.compile(r"/ui/dns\?domain=bad.test"))
+        fail = page.locator("li.finding", has_text="no rua is usable")
+        await expect(fail.locator(".status")).to_have_text("FAIL")
+        record = '_smtp._tls.bad.test. IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@reports.test"'
+        await expect(fail.locator("pre code")).to_have_text(record)
+        await expect(fail.get_by_role("button", name="Copy record")).to_be_visible()
+        copy = fail.locator("button.copy")
+        await copy.focus()
+        await page.keyboard.press("Enter")
+        await expect(copy).to_have_text("Copied")
+        assert await page.evaluate("navigator.clipboard.readText()") == record
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 360
+
+        await page.get_by_label("Check the sending side").check()
+        await page.get_by_role("button", name="Check", exact=True).click()
+        sending = page.get_by_role("region", name="Sending side")
+        dkim = sending.locator("li.finding", has_text="does not match")
+        await expect(dkim.locator(".status")).to_have_text("FAIL")
+        await expect(dkim.locator("pre code")).to_contain_text("sel._domainkey.sender.example.")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 360
+        w.assert_clean()
