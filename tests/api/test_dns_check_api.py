@@ -68,3 +68,8 @@ async def test_scope_and_bad_domains(
     ]
     missing = await client.get("/v1/dns/check", headers=bearer(read))
     assert missing.status_code == 422
+    # The schema's maxItems, enforced: 21 domains are refused before any lookup.
+    many = [f"d{i}.test" for i in range(21)]
+    too_many = await client.get("/v1/dns/check", params={"domain": many}, headers=bearer(read))
+    assert too_many.status_code == 422
+    assert "domain" in str(too_many.json()["error"]["details"])
