@@ -206,15 +206,15 @@ async def test_sign_out(watched: Watched, site: tuple[str, Seeded]) -> None:
 
 
 async def test_docs_render_offline(watched: Watched) -> None:
+    # ReDoc's "by Redocly" logo lives on its CDN: the docs' CSP refuses it, so nothing is
+    # requested from outside (the fixture asserts that), and the refusal is the one error
+    # the pages may log, whenever the browser gets to it (it can come after the last step).
+    watched.tolerated.append("https://cdn.redoc.ly/")
     page = await watched.context.new_page()
     await page.goto("/docs")
     await expect(page.locator(".swagger-ui .info .title")).to_contain_text("TLSRPT service")
     await page.goto("/redoc")
     await expect(page.get_by_role("heading", name="TLSRPT service").first).to_be_visible()
-    # ReDoc's "by Redocly" logo lives on its CDN: the docs' CSP refuses it, so nothing is
-    # requested from outside, and the refusal is the one message the page logs.
-    assert all("cdn.redoc.ly" in e for e in watched.console_errors), watched.console_errors
-    watched.console_errors.clear()
 
 
 async def test_dns_check_shows_a_fail_with_the_record_to_copy(
