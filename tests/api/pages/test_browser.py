@@ -245,6 +245,8 @@ async def test_dns_check_shows_a_fail_with_the_record_to_copy(
         await page.keyboard.press("Enter")
         await expect(copy).to_have_text("Copied")
         assert await page.evaluate("navigator.clipboard.readText()") == record
+        # Widths once the stylesheet applies: a locator sees the DOM before it has loaded.
+        await page.wait_for_load_state("load")
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= 360
 
@@ -254,5 +256,6 @@ async def test_dns_check_shows_a_fail_with_the_record_to_copy(
         dkim = sending.locator("li.finding", has_text="does not match")
         await expect(dkim.locator(".status")).to_have_text("FAIL")
         await expect(dkim.locator("pre code")).to_contain_text("sel._domainkey.sender.example.")
+        await page.wait_for_load_state("load")
         assert await page.evaluate("document.documentElement.scrollWidth") <= 360
         w.assert_clean()
