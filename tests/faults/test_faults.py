@@ -149,7 +149,11 @@ def test_database_stopped_and_started_under_ingest() -> None:
         assert 0 not in load.statuses  # the server answered every request
         # The pool's wait is bounded (2 s): no request hangs for the whole outage.
         assert load.slowest < 5, load.slowest
-        assert _stored(cluster.url) == load.acknowledged
+        # Nothing acknowledged is lost. One client sends one request at a time, so at most
+        # one was in flight when PostgreSQL went away: its COMMIT may have been done when the
+        # connection was cut before the reply (a fast shutdown ends sessions at any point),
+        # and it was answered 503 though stored. That is the one result that may be more.
+        assert load.acknowledged <= _stored(cluster.url) <= load.acknowledged + 1
         # Said once when the outage began and once when it ended, not per request.
         [output] = log
         assert output.count('"event":"database_unavailable"') == 1, output

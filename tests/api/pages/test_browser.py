@@ -243,6 +243,8 @@ async def test_dns_check_shows_a_fail_with_the_record_to_copy(
         await page.get_by_label("Domains").fill("bad.test")
         await page.get_by_label("Domains").press("Enter")
         await expect(page).to_have_url(re.compile(r"/ui/dns\?domain=bad.test"))
+        # The copy button's script runs at load; a locator sees the DOM before that.
+        await page.wait_for_load_state("load")
         fail = page.locator("li.finding", has_text="no rua is usable")
         await expect(fail.locator(".status")).to_have_text("FAIL")
         record = '_smtp._tls.bad.test. IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@reports.test"'
