@@ -67,6 +67,16 @@ def make_result(rng: random.Random, domains: int) -> dict[str, object]:
     return item
 
 
+def commits(url: str) -> int:
+    """Transactions committed in the benchmark's database so far (the statistics
+    collector's count, a little behind)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def db_total(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(
@@ -136,6 +146,7 @@ def measure(args: argparse.Namespace, root: Path, label: str) -> tuple[float, fl
                 "us per result"
             )
         cpu1 = rss.cpu()
+        commits1 = commits(url)
         spy = None
         if args.py_spy and root == ROOT:
             spy = subprocess.Popen(
@@ -156,10 +167,13 @@ def measure(args: argparse.Namespace, root: Path, label: str) -> tuple[float, fl
             f"{stats.failed} failed {stats.statuses}"
         )
         cpu2 = rss.cpu()
+        time.sleep(1)  # the statistics collector reports every 0.5 s
+        groups = commits(url) - commits1
         print(
             f"    server CPU {(cpu2 - cpu1) / took:.2f} "
             f"cores, {(cpu2 - cpu1) * 1e6 / max(stats.ok, 1):.0f} "
-            "us per request"
+            f"us per request; {groups:,} transactions committed, "
+            f"{stats.ok / max(groups, 1):.1f} requests a transaction (group commit)"
         )
         rss.stop.set()
         stored = db_total(url) - before

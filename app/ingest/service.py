@@ -1,8 +1,9 @@
 """Ingest: the one write path of session results into the day's counters (SPEC §3).
 
-Every source calls it: `POST /v1/results` (`record_results`), `POST /v1/tallies` and the
-collector (`record_tally`). The rules live here once: the accepted window, closed days,
-semantic checks, counting, and the metrics (accepted, refused by reason). A batch is
+Every source calls it: `POST /v1/results` (`record_items`, or `record_results` of
+`SessionResult`s), `POST /v1/tallies` and the collector (`record_tally`). The rules live
+here once: the accepted window, closed days, semantic checks, counting, and the metrics
+(accepted, refused by reason). A batch is
 all-or-nothing and committed before these return. `IngestCommitter` writes the tallies
 that arrive together in one transaction (group commit); a day being closed either sees a
 batch or makes it fail with `ClosedDayError` (ingest holds the day's advisory lock
@@ -12,7 +13,7 @@ purge days through the functions at the end, never through `store`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from app.config import Settings
 from app.db.group_commit import GroupCommitQueue, Pending
 from app.db.pool import Pool
 from app.ingest import hours, store
+from app.ingest.wire import ResultIn
 from app.tlsrpt.model import FailureDetail, Policy, PolicyAggregate, ResultType
 from app.tlsrpt.tally import Tally
 from app.tlsrpt.wire import DETAIL_FIELDS
@@ -127,38 +129,87 @@ async def record_results(
 ) -> int:
     """Count and commit sessions; returns how many. Raise InvalidResultsError or
     ClosedDayError, storing nothing. A result without a timestamp happened now."""
+    sessions = (
+        (r.policy, r.detail, r.timestamp, r.count, r.report_delivery, r.recipient_domain)
+        for r in results
+    )
+    return await _record(committer, clock, settings, sessions, len(results))
+
+
+async def record_items(
+    committer: IngestCommitter, clock: Clock, settings: Settings, items: Sequence[ResultIn]
+) -> int:
+    """`record_results` of validated wire items (`POST /v1/results`), tallied straight
+    from them: no intermediate object per item."""
+    sessions = (
+        (
+            item.policy.to_policy(),
+            detail_of(item),
+            item.timestamp,
+            item.count,
+            item.report_delivery,
+            item.recipient_domain,
+        )
+        for item in items
+    )
+    return await _record(committer, clock, settings, sessions, len(items))
+
+
+# The fields of a session that count: policy, detail, timestamp, count, report-delivery,
+# recipient domain.
+_Session = tuple[Policy, FailureDetail, "datetime | None", int, bool, "str | None"]
+_DETAIL_ATTRS = frozenset(attr for _, attr in DETAIL_FIELDS)
+
+
+def detail_of(item: ResultIn) -> FailureDetail:
+    """The failure detail of a wire item; SUCCESS (one shared object) for a success
+    without detail fields, most sessions."""
+    if item.result_type is ResultType.SUCCESS and _DETAIL_ATTRS.isdisjoint(item.model_fields_set):
+        return SUCCESS
+    return item.failure_detail(item.result_type)
+
+
+async def _record(
+    committer: IngestCommitter,
+    clock: Clock,
+    settings: Settings,
+    sessions: Iterable[_Session],
+    total: int,
+) -> int:
     now = clock()
     earliest, latest = accepted_window(now, settings)
     tally = Tally()
     problems: list[dict[str, Any]] = []
-    for index, r in enumerate(results):
-        detail: FailureDetail | None = r.detail
-        if r.detail is SUCCESS:
-            detail = None
-        elif r.detail.result_type is ResultType.SUCCESS:
-            extra = [name for name, attr in DETAIL_FIELDS if getattr(r.detail, attr) is not None]
+    for index, (policy, detail, timestamp, count, report_delivery, recipient) in enumerate(
+        sessions
+    ):
+        failure: FailureDetail | None = detail
+        if detail is SUCCESS:
+            failure = None
+        elif detail.result_type is ResultType.SUCCESS:
+            extra = [name for name, attr in DETAIL_FIELDS if getattr(detail, attr) is not None]
             if extra:
                 why = f"failure-detail fields on a success result: {', '.join(extra)}"
                 problems.append({"index": index, "field": None, "reason": why})
                 continue
-            detail = None
-        ts = r.timestamp or now
+            failure = None
+        ts = timestamp or now
         if not earliest <= ts <= latest:
             reason = timestamp_problem(ts, now, settings)
             problems.append({"index": index, "field": "timestamp", "reason": reason})
             continue
         tally.add_session(
             ts.astimezone(UTC).date(),
-            r.policy,
-            detail,
-            count=r.count,
-            report_delivery=r.report_delivery,
-            recipient_domain=r.recipient_domain,
+            policy,
+            failure,
+            count=count,
+            report_delivery=report_delivery,
+            recipient_domain=recipient,
         )
     if problems:
-        raise _refuse(InvalidResultsError(problems, len(results)))
+        raise _refuse(InvalidResultsError(problems, total))
     await _commit(committer, tally, None)
-    metrics.INGEST_RESULTS.inc(len(results))
+    metrics.INGEST_RESULTS.inc(total)
     metrics.INGEST_SESSIONS.inc(tally.sessions)
     _count_by_result(tally)
     return tally.sessions
