@@ -7,6 +7,11 @@ one failed session with several details: both occur in libtlsrpt datagrams), so
 a `batch-id` makes a retried batch count once. This module parses and authenticates;
 the rules (window, closed days, semantic checks, counting, metrics) are the ingest
 service's. Both are all-or-nothing, and the 200 is sent after the commit.
+
+A body is parsed and validated in one pass (`model_validate_json` on the wire models);
+one that pass refuses takes the slow path (orjson, then the items one by one) that
+names each problem: which item, which field, why. `app.api.hot` calls these endpoints
+without FastAPI's routing layers.
 """
 
 from __future__ import annotations

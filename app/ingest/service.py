@@ -3,11 +3,11 @@
 Every source calls it: `POST /v1/results` (`record_items`, or `record_results` of
 `SessionResult`s), `POST /v1/tallies` and the collector (`record_tally`). The rules live
 here once: the accepted window, closed days, semantic checks, counting, and the metrics
-(accepted, refused by reason). A batch is
-all-or-nothing and committed before these return. `IngestCommitter` writes the tallies
-that arrive together in one transaction (group commit); a day being closed either sees a
-batch or makes it fail with `ClosedDayError` (ingest holds the day's advisory lock
-shared, closing takes it exclusively). Report building and the scheduler read, close and
+(accepted, refused by reason). A batch is all-or-nothing and committed before these
+return. `IngestCommitter` writes the tallies that arrive together in one transaction
+(group commit); a day being closed either sees a batch or makes it fail with
+`ClosedDayError` (ingest holds the day's advisory lock shared, closing takes it
+exclusively). Report building and the scheduler read, close and
 purge days through the functions at the end, never through `store`.
 """
 

@@ -127,16 +127,21 @@ class PolicyIn(BaseModel):
         return self
 
     def to_policy(self) -> Policy:
+        # Keyed by the type's value (a str): an enum member hashes in Python.
         return _policy(
-            self.policy_type, self.policy_domain, tuple(self.policy_string), tuple(self.mx_host)
+            self.policy_type._value_,
+            self.policy_domain,
+            tuple(self.policy_string),
+            tuple(self.mx_host),
         )
 
 
 @functools.lru_cache(maxsize=65536)
 def _policy(
-    policy_type: PolicyType, domain: str, strings: tuple[str, ...], mx_host: tuple[str, ...]
+    type_value: str, domain: str, strings: tuple[str, ...], mx_host: tuple[str, ...]
 ) -> Policy:
     """MTAs send the same few policies all day: one `Policy` (and its digest) for each."""
+    policy_type = PolicyType(type_value)
     if policy_type is PolicyType.TLSA:
         # SPEC §3: TLSA record order carries no meaning; sorted, equal sets merge.
         strings = tuple(sorted(strings))
