@@ -25,6 +25,10 @@ WRITE_ATTEMPTS = 3
 # SQLSTATE class 40; psycopg's classes for 40001 and 40P01 do not derive from its class.
 LOST_TO_A_CONCURRENT_TRANSACTION = (TransactionRollback, SerializationFailure, DeadlockDetected)
 
+# At most this many turns of the event loop a writer of large items gives to requests
+# ready to submit before it takes its group.
+READY_ROUNDS = 8
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -48,7 +52,10 @@ class GroupCommitQueue(ABC, Generic[T, R]):
     `size` is below `small_size` queue apart for writers of their own: while one small
     group waits for its commit (the WAL flush) the next is written, whereas large items
     keep their writers, which merge what arrives meanwhile rather than contend for the
-    same rows."""
+    same rows. Before a writer of the main queue drains it, it lets the tasks that are
+    ready to run go first (requests whose bodies are in, being parsed): what they submit
+    joins the group, so a counter they share is written once rather than in the next
+    group (bench/peer.py: 75,816-77,003 counter rows for 100,000 results -> 51,684)."""
 
     def __init__(
         self, *, writers: int, budget: int, small_size: int = 0, small_writers: int = 0
@@ -92,6 +99,14 @@ class GroupCommitQueue(ABC, Generic[T, R]):
         while True:
             group = [await queue.get()]
             total = self.size(group[0].item)
+            if queue is self._queue:
+                # Let the requests ready to run (bodies received, being parsed) submit
+                # theirs first: merged into this group, their rows are written once.
+                for _ in range(READY_ROUNDS):
+                    waiting = queue.qsize()
+                    await asyncio.sleep(0)
+                    if queue.qsize() == waiting:
+                        break
             while total < self._budget and not queue.empty():
                 pending = queue.get_nowait()
                 group.append(pending)

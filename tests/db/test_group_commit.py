@@ -128,3 +128,22 @@ async def test_small_items_have_two_writers_and_large_ones_one_that_merges() -> 
         assert await asyncio.gather(*more) == [2, 2]
     finally:
         await queue.close()
+
+
+async def test_a_large_group_waits_for_the_requests_ready_to_submit() -> None:
+    """Items submitted by tasks that are ready to run when the writer takes the first one
+    (requests whose bodies are in, being parsed) join its group."""
+    queue = Recorder()
+    queue.release.set()
+
+    async def parsed_later(item: int) -> int:
+        await asyncio.sleep(0)  # its body was in; now it is parsed (no await), submitted
+        return await queue.submit(item)
+
+    try:
+        sizes = await asyncio.gather(queue.submit(100), parsed_later(200), parsed_later(300))
+        assert list(sizes) == [3, 3, 3]
+        # It does not wait for what is not ready: a lone item is written alone.
+        assert await queue.submit(400) == 1
+    finally:
+        await queue.close()
