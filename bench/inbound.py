@@ -27,7 +27,7 @@ import orjson
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import fresh_database, load_average, serve
+from harness import backend_cpu, cpu_seconds, fresh_database, load_average, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 FAILURES = ["certificate-expired", "starttls-not-supported", "sts-policy-fetch-error",
@@ -119,27 +119,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def backend_cpu(url: str) -> dict[int, float]:
-    """CPU seconds of each PostgreSQL backend connected to the database of `url` (the
-    server's pool; a backend started later counts from zero)."""
-    with psycopg.connect(url) as conn:
-        pids = [pid for (pid,) in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid()").fetchall()]  # fmt: skip
-    found = {}
-    for pid in pids:
-        try:
-            found[pid] = cpu_seconds(pid)
-        except OSError:  # ended meanwhile, or another host's server
-            pass
-    return found
 
 
 def main() -> int:

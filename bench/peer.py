@@ -33,7 +33,15 @@ import orjson
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, Env, ProcessSampler, fresh_database, load_average, serve
+from harness import (
+    ROOT,
+    Env,
+    ProcessSampler,
+    backend_cpu,
+    fresh_database,
+    load_average,
+    serve,
+)
 from loadgen import Stats, encode_post, send_each
 
 PEER = ROOT.parent / "shared" / "peer-sys4"
@@ -150,11 +158,14 @@ def _load(
                 stdout=subprocess.DEVNULL,
             )  # fmt: skip
         stats = Stats()
+        db_before = backend_cpu(env.database_url)
         cpu0 = sampler.cpu()
         started = time.perf_counter()
         asyncio.run(send_each("127.0.0.1", port, args.clients, requests, stats, on_ok))
         took = time.perf_counter() - started
         cpu = sampler.cpu() - cpu0
+        db_after = backend_cpu(env.database_url)
+        db_cpu = sum(t - db_before.get(pid, 0.0) for pid, t in db_after.items())
         sampler.stop.set()
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -165,7 +176,8 @@ def _load(
             f"({stats.ok} batches of {args.batch} ok, {stats.failed} failed {stats.statuses}; "
             f"p50 {stats.p(0.5) * 1000:.0f} ms, p99 {stats.p(0.99) * 1000:.0f} ms per batch); "
             f"server {cpu / took:.2f} cores, {cpu * 1e6 / max(acknowledged, 1):.1f} us CPU "
-            f"per result, peak RSS {sampler.peak / 2**20:.0f} MB"
+            f"per result, peak RSS {sampler.peak / 2**20:.0f} MB; database backends "
+            f"{db_cpu / took:.2f} cores, {db_cpu * 1e6 / max(acknowledged, 1):.1f} us CPU a result"
         )
         return acknowledged, took
 

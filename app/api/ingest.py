@@ -7,11 +7,15 @@ one failed session with several details: both occur in libtlsrpt datagrams), so
 a `batch-id` makes a retried batch count once. This module parses and authenticates;
 the rules (window, closed days, semantic checks, counting, metrics) are the ingest
 service's. Both are all-or-nothing, and the 200 is sent after the commit.
+
+A body is parsed and validated in one pass (`model_validate_json` on the wire models);
+one that pass refuses takes the slow path (orjson, then the items one by one) that
+names each problem: which item, which field, why. `app.api.hot` calls these endpoints
+without FastAPI's routing layers.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import orjson
@@ -23,8 +27,8 @@ from app.api.body import read_body
 from app.api.errors import ApiError, responses, validation_details
 from app.ingest import service as ingest
 from app.ingest.wire import ResultIn, ResultsIn, TalliesIn
-from app.tlsrpt.model import FailureDetail, Policy, ResultType
-from app.tlsrpt.wire import DETAIL_FIELDS, PolicyIn
+from app.tlsrpt.model import Policy
+from app.tlsrpt.wire import PolicyIn
 from app.tokens.service import Scope
 
 router = APIRouter(tags=["ingest"])
@@ -38,39 +42,14 @@ class ResultsAccepted(BaseModel):
 
 
 class _ResultFieldsIn(ResultIn):
-    """ResultIn with `policy` left raw: it is validated through `_validated_policy`."""
+    """ResultIn with `policy` left raw: the slow path validates it apart, to name what is
+    wrong with it (`policy.<field>`, or "must be an object")."""
 
     policy: Any
 
 
 _fields = TypeAdapter(list[_ResultFieldsIn])
 _policy = TypeAdapter(PolicyIn)
-_DETAIL_NAMES = frozenset(attr for _, attr in DETAIL_FIELDS)
-
-
-@functools.lru_cache(maxsize=65536)
-def _validated_policy(frozen: tuple[tuple[str, Any], ...]) -> Policy:
-    """MTAs send the same few policies all day: validate and normalise each once.
-
-    Only valid policies are cached (lru_cache does not keep exceptions)."""
-    raw = {k: list(v) if isinstance(v, tuple) else v for k, v in frozen}
-    return _policy.validate_python(raw).to_policy()
-
-
-def _policy_of(raw: Any) -> Policy:
-    if type(raw) is dict:
-        try:
-            frozen = tuple([(k, tuple(v) if type(v) is list else v) for k, v in raw.items()])
-            return _validated_policy(frozen)
-        except TypeError:  # unhashable content (nested objects): validate uncached
-            pass
-    return _policy.validate_python(raw).to_policy()
-
-
-def _detail_of(item: ResultIn) -> FailureDetail:
-    if item.result_type is ResultType.SUCCESS and _DETAIL_NAMES.isdisjoint(item.model_fields_set):
-        return ingest.SUCCESS  # most sessions: one shared object
-    return item.failure_detail(item.result_type)
 
 
 def parse_results(raw: list[Any]) -> list[ingest.SessionResult]:
@@ -90,7 +69,7 @@ def parse_results(raw: list[Any]) -> list[ingest.SessionResult]:
             details.append({"index": index, "field": "policy", "reason": "must be an object"})
             continue
         try:
-            policies.append(_policy_of(raw_policy))
+            policies.append(_policy.validate_python(raw_policy).to_policy())
         except ValidationError as exc:
             for d in validation_details(list(exc.errors())):
                 d["field"] = "policy" + ("." + d["field"] if d["field"] else "")
@@ -101,10 +80,7 @@ def parse_results(raw: list[Any]) -> list[ingest.SessionResult]:
     return [
         ingest.SessionResult(
             policy,
-            ingest.SUCCESS
-            if item.result_type is ResultType.SUCCESS
-            and _DETAIL_NAMES.isdisjoint(item.model_fields_set)
-            else item.failure_detail(item.result_type),
+            ingest.detail_of(item),
             item.timestamp,
             item.count,
             item.report_delivery,
@@ -114,12 +90,23 @@ def parse_results(raw: list[Any]) -> list[ingest.SessionResult]:
     ]
 
 
-async def read_ingest_body(request: Request, list_key: str) -> tuple[dict[str, Any], list[Any]]:
+async def read_ingest_bytes(request: Request) -> bytes:
+    """The body under its size cap; a 413 is counted as a refused batch."""
+    try:
+        return await read_body(request, get_resources(request).settings.ingest.max_body_bytes)
+    except ApiError:
+        ingest.note_refused(ingest.REFUSED_TOO_LARGE)
+        raise
+
+
+def ingest_document(
+    request: Request, body: bytes, list_key: str
+) -> tuple[dict[str, Any], list[Any]]:
     """The JSON object of an ingest body and its list `list_key`; 400/413/422 counted as
-    refused batches."""
+    refused batches. The slow path: it names what is wrong with a body the one-pass
+    validation refused."""
     limits = get_resources(request).settings.ingest
     try:
-        body = await read_body(request, limits.max_body_bytes)
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -166,7 +153,20 @@ def invalid_items(details: list[dict[str, Any]], total: int) -> ingest.InvalidRe
 async def post_results(request: Request) -> Response:
     await authorize(request, Scope.INGEST)
     resources = get_resources(request)
-    document, raw = await read_ingest_body(request, "results")
+    body = await read_ingest_bytes(request)
+    # One pass: parse and validate the bytes on the wire model, then tally straight from
+    # the validated items. A body it refuses (or one over the batch limit) takes the
+    # slow path, which names each problem.
+    try:
+        items: list[ResultIn] | None = ResultsIn.model_validate_json(body).results
+    except ValidationError:
+        items = None
+    if items is not None and len(items) <= resources.settings.ingest.max_batch_items:
+        sessions = await ingest.record_items(
+            resources.committer, resources.clock, resources.settings, items
+        )
+        return _json({"accepted": len(items), "sessions": sessions})
+    document, raw = ingest_document(request, body, "results")
     if set(document) != {"results"} or not raw:
         ingest.note_refused(ingest.REFUSED_MALFORMED)
         raise ApiError(
@@ -215,11 +215,17 @@ class TalliesAccepted(BaseModel):
 async def post_tallies(request: Request) -> Response:
     await authorize(request, Scope.INGEST)
     resources = get_resources(request)
-    document, raw = await read_ingest_body(request, "policies")
-    try:
-        batch = TalliesIn.model_validate(document)
-    except ValidationError as exc:
-        raise _invalid(list(exc.errors()), raw) from None
+    body = await read_ingest_bytes(request)
+    try:  # one pass; a refused body takes the slow path, which names each problem
+        batch: TalliesIn | None = TalliesIn.model_validate_json(body)
+    except ValidationError:
+        batch = None
+    if batch is None or len(batch.policies) > resources.settings.ingest.max_batch_items:
+        document, raw = ingest_document(request, body, "policies")
+        try:
+            batch = TalliesIn.model_validate(document)
+        except ValidationError as exc:
+            raise _invalid(list(exc.errors()), raw) from None
     tally = batch.to_tally()
     recorded = await ingest.record_tally(
         resources.committer,

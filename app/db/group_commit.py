@@ -25,6 +25,10 @@ WRITE_ATTEMPTS = 3
 # SQLSTATE class 40; psycopg's classes for 40001 and 40P01 do not derive from its class.
 LOST_TO_A_CONCURRENT_TRANSACTION = (TransactionRollback, SerializationFailure, DeadlockDetected)
 
+# At most this many turns of the event loop a writer of large items gives to requests
+# ready to submit before it takes its group.
+READY_ROUNDS = 8
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -44,11 +48,24 @@ class Pending(Generic[T, R]):
 
 
 class GroupCommitQueue(ABC, Generic[T, R]):
-    def __init__(self, *, writers: int, budget: int) -> None:
-        self._writers = writers
+    """`writers` writers take groups from one queue. With `small_writers`, items whose
+    `size` is below `small_size` queue apart for writers of their own: while one small
+    group waits for its commit (the WAL flush) the next is written, whereas large items
+    keep their writers, which merge what arrives meanwhile rather than contend for the
+    same rows. Before a writer of the main queue drains it, it lets the tasks that are
+    ready to run go first (requests whose bodies are in, being parsed): what they submit
+    joins the group, so a counter they share is written once rather than in the next
+    group (bench/peer.py: 75,816-77,003 counter rows for 100,000 results -> 51,684)."""
+
+    def __init__(
+        self, *, writers: int, budget: int, small_size: int = 0, small_writers: int = 0
+    ) -> None:
         # A group stops growing at this total `size`; one large item may exceed it alone.
         self._budget = budget
         self._queue: asyncio.Queue[Pending[T, R]] = asyncio.Queue()
+        self._small_size = small_size if small_writers else 0
+        self._small: asyncio.Queue[Pending[T, R]] = asyncio.Queue()
+        self._lanes = [(self._queue, writers), (self._small, small_writers)]
         self._tasks: list[asyncio.Task[None]] = []
 
     @abstractmethod
@@ -62,9 +79,14 @@ class GroupCommitQueue(ABC, Generic[T, R]):
     async def submit(self, item: T) -> R:
         """Return the item's result once it is committed (or raise its refusal)."""
         if not self._tasks:
-            self._tasks = [asyncio.create_task(self._run()) for _ in range(self._writers)]
+            self._tasks = [
+                asyncio.create_task(self._run(queue))
+                for queue, writers in self._lanes
+                for _ in range(writers)
+            ]
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(Pending(item, done))
+        queue = self._small if self.size(item) < self._small_size else self._queue
+        queue.put_nowait(Pending(item, done))
         return await done
 
     async def close(self) -> None:
@@ -73,12 +95,20 @@ class GroupCommitQueue(ABC, Generic[T, R]):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    async def _run(self) -> None:
+    async def _run(self, queue: asyncio.Queue[Pending[T, R]]) -> None:
         while True:
-            group = [await self._queue.get()]
+            group = [await queue.get()]
             total = self.size(group[0].item)
-            while total < self._budget and not self._queue.empty():
-                pending = self._queue.get_nowait()
+            if queue is self._queue:
+                # Let the requests ready to run (bodies received, being parsed) submit
+                # theirs first: merged into this group, their rows are written once.
+                for _ in range(READY_ROUNDS):
+                    waiting = queue.qsize()
+                    await asyncio.sleep(0)
+                    if queue.qsize() == waiting:
+                        break
+            while total < self._budget and not queue.empty():
+                pending = queue.get_nowait()
                 group.append(pending)
                 total += self.size(pending.item)
             await self._write_again_if_lost(group)

@@ -181,7 +181,7 @@ async def upsert_counts(conn: Conn, tally: Tally) -> None:
             failure_count = c.failure_count + EXCLUDED.failure_count,
             trigger_count = c.trigger_count + EXCLUDED.trigger_count
         """,
-        {"rows": _jsonb(policy_rows)},
+        {"rows": jsonb_rows(policy_rows)},
     )
     if detail_rows:
         await conn.execute(
@@ -200,7 +200,7 @@ async def upsert_counts(conn: Conn, tally: Tally) -> None:
             ON CONFLICT (day, policy_key, detail_key) DO UPDATE SET
                 failed_session_count = c.failed_session_count + EXCLUDED.failed_session_count
             """,
-            {"rows": _jsonb(detail_rows)},
+            {"rows": jsonb_rows(detail_rows)},
         )
     if recipient_rows:
         await conn.execute(
@@ -215,11 +215,12 @@ async def upsert_counts(conn: Conn, tally: Tally) -> None:
                 success_count = c.success_count + EXCLUDED.success_count,
                 failure_count = c.failure_count + EXCLUDED.failure_count
             """,
-            {"rows": _jsonb(recipient_rows)},
+            {"rows": jsonb_rows(recipient_rows)},
         )
 
 
-def _jsonb(rows: Sequence[Mapping[str, Any]]) -> Jsonb:
+def jsonb_rows(rows: Sequence[Mapping[str, Any]]) -> Jsonb:
+    """Rows as one JSON document for `jsonb_to_recordset`, encoded by orjson."""
     return Jsonb(rows, dumps=lambda obj: orjson.dumps(obj).decode())
 
 

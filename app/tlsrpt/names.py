@@ -46,6 +46,7 @@ def _to_alabel(label: str) -> str:
     return label.encode("idna").decode("ascii")
 
 
+@functools.lru_cache(maxsize=65536)
 def normalise_ip(value: str) -> str:
     """Return the canonical text of an IPv4 or IPv6 address, or raise ValueError."""
     try:
@@ -62,6 +63,7 @@ def normalise_ip(value: str) -> str:
     return str(address)
 
 
+@functools.lru_cache(maxsize=65536)
 def normalise_mx_pattern(value: str) -> str:
     """An MTA-STS `mx` pattern: a domain, optionally with a `*.` wildcard (RFC 8461 §3.2)."""
     text = value.strip()

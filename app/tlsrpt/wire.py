@@ -5,6 +5,7 @@ normalises: A-label domains, canonical IPs, sorted TLSA strings, blank means abs
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from pydantic import (
@@ -126,11 +127,25 @@ class PolicyIn(BaseModel):
         return self
 
     def to_policy(self) -> Policy:
-        strings = tuple(self.policy_string)
-        if self.policy_type is PolicyType.TLSA:
-            # SPEC §3: TLSA record order carries no meaning; sorted, equal sets merge.
-            strings = tuple(sorted(strings))
-        return Policy(self.policy_type, self.policy_domain, strings, tuple(self.mx_host))
+        # Keyed by the type's value (a str): an enum member hashes in Python.
+        return _policy(
+            self.policy_type._value_,
+            self.policy_domain,
+            tuple(self.policy_string),
+            tuple(self.mx_host),
+        )
+
+
+@functools.lru_cache(maxsize=65536)
+def _policy(
+    type_value: str, domain: str, strings: tuple[str, ...], mx_host: tuple[str, ...]
+) -> Policy:
+    """MTAs send the same few policies all day: one `Policy` (and its digest) for each."""
+    policy_type = PolicyType(type_value)
+    if policy_type is PolicyType.TLSA:
+        # SPEC §3: TLSA record order carries no meaning; sorted, equal sets merge.
+        strings = tuple(sorted(strings))
+    return Policy(policy_type, domain, strings, mx_host)
 
 
 class FailureDetailFields(BaseModel):

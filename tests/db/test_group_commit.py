@@ -84,3 +84,66 @@ async def test_a_deadlock_in_every_attempt_reaches_the_caller(
     finally:
         await queue.close()
         await pool.close()
+
+
+class Recorder(GroupCommitQueue[int, int]):
+    """Items are their own size; a write waits until the test releases it and records
+    the groups in flight together."""
+
+    def __init__(self) -> None:
+        super().__init__(writers=1, budget=10_000, small_size=10, small_writers=2)
+        self.release = asyncio.Event()
+        self.in_flight: list[list[int]] = []
+        self.most_in_flight: list[list[int]] = []
+
+    def size(self, item: int) -> int:
+        return item
+
+    async def write_group(self, group: list[Pending[int, int]]) -> None:
+        self.in_flight.append([p.item for p in group])
+        if len(self.in_flight) > len(self.most_in_flight):
+            self.most_in_flight = list(self.in_flight)
+        await self.release.wait()
+        self.in_flight.remove([p.item for p in group])
+        for pending in group:
+            pending.settle(len(group))
+
+
+async def test_small_items_have_two_writers_and_large_ones_one_that_merges() -> None:
+    queue = Recorder()
+    try:
+        # Two small groups are written at once (one waits for its commit, the other is
+        # written meanwhile), beside the one large group.
+        first = []
+        for n in (100, 1, 2):
+            first.append(asyncio.create_task(queue.submit(n)))
+            await asyncio.sleep(0.01)
+        assert sorted(queue.most_in_flight) == [[1], [2], [100]]
+        # While a large group is written, large items wait and are merged into one group.
+        more = [asyncio.create_task(queue.submit(n)) for n in (200, 300)]
+        await asyncio.sleep(0.01)
+        assert [100] in queue.in_flight and [200, 300] not in queue.in_flight
+        queue.release.set()
+        assert await asyncio.gather(*first) == [1, 1, 1]
+        assert await asyncio.gather(*more) == [2, 2]
+    finally:
+        await queue.close()
+
+
+async def test_a_large_group_waits_for_the_requests_ready_to_submit() -> None:
+    """Items submitted by tasks that are ready to run when the writer takes the first one
+    (requests whose bodies are in, being parsed) join its group."""
+    queue = Recorder()
+    queue.release.set()
+
+    async def parsed_later(item: int) -> int:
+        await asyncio.sleep(0)  # its body was in; now it is parsed (no await), submitted
+        return await queue.submit(item)
+
+    try:
+        sizes = await asyncio.gather(queue.submit(100), parsed_later(200), parsed_later(300))
+        assert list(sizes) == [3, 3, 3]
+        # It does not wait for what is not ready: a lone item is written alone.
+        assert await queue.submit(400) == 1
+    finally:
+        await queue.close()
