@@ -74,7 +74,7 @@ def _listen_address(value: str) -> str:
 def serve(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
     from app.cli.imap import start_imap
-    from app.cli.runtime import start_scheduler
+    from app.cli.runtime import freeze_heap, start_scheduler
     from app.delivery.senders import check_dkim_key
     from app.delivery.signing import DkimKeyError
     from app.main import create_app
@@ -110,6 +110,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.lmtp:
         hooks.append(lmtp_hook(args.lmtp))
     hooks += serve_hooks(args, settings)
+    hooks.append(freeze_heap)  # last: after every other hook has loaded what it needs
     with database_url(settings) as url:
         app = create_app(settings, database_url=url, on_start=hooks)
         config = uvicorn.Config(app, host=args.host, port=args.port, **UVICORN_OPTIONS)
@@ -175,7 +176,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
 def worker_app() -> FastAPI:
     """The app of one `serve --workers` process (uvicorn calls this factory)."""
     from app.cli.imap import start_imap
-    from app.cli.runtime import start_scheduler
+    from app.cli.runtime import freeze_heap, start_scheduler
     from app.main import create_app
 
     settings = settings_or_exit()
@@ -183,4 +184,4 @@ def worker_app() -> FastAPI:
     if settings.imap.enabled:
         # Each worker watches; the mailbox lock lets one of them read at a time.
         hooks.append(start_imap)
-    return create_app(settings, on_start=hooks)
+    return create_app(settings, on_start=[*hooks, freeze_heap])
