@@ -1,7 +1,7 @@
 """Incoming-report benchmark: 10,000 reports of 50 policies POSTed to the rua endpoint.
 
     python bench/inbound.py [--database-url URL] [--reports 10000] [--clients 16]
-                            [--runs N] [--baseline-root DIR] [--py-spy FILE]
+                            [--runs N] [--baseline-root DIR] [--no-scheduler] [--py-spy FILE]
 
 Starts `tlsrpt serve` on 127.0.0.1 (the database: --database-url or TLSRPT_DATABASE_URL,
 where a fresh database is created and dropped afterwards; else the embedded one in a
@@ -13,6 +13,9 @@ writer and checkpointer not included), and checks the database holds every repor
 With `--baseline-root DIR` (e.g. `git archive REV | tar -x -C DIR`) that tree's server
 runs the same reports first in each of the `--runs`, and the ratio is printed;
 `--py-spy FILE` records this tree's server (collapsed stacks for bench/flame.py).
+`--no-scheduler` leaves out the scheduler's rounds (alerts and metrics read every report
+received in the last 24 hours, every 30 s): whether a round falls inside a run depends on
+how long the run takes, so before/after comparisons are fairer without.
 """
 
 from __future__ import annotations
@@ -156,7 +159,7 @@ def run(
     reports/s and whether the database holds exactly what was acknowledged."""
     with (
         fresh_database(args.database_url, work, "inbound", root) as env,
-        serve(env) as (server, port),
+        serve(env, *(["--no-scheduler"] if args.no_scheduler else [])) as (server, port),
     ):
         token = env.token("inbound", "bench")
         url = env.database_url
@@ -223,6 +226,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1, help="repeat (min / median / max)")
     parser.add_argument(
         "--baseline-root", type=Path, help="also run this checkout's server (before/after)"
+    )
+    parser.add_argument(
+        "--no-scheduler",
+        action="store_true",
+        help="serve without the scheduler: no alert and metrics rounds during the run",
     )
     parser.add_argument(
         "--py-spy", type=Path, help="record this tree's server (collapsed stacks; last run)"

@@ -482,10 +482,13 @@ def _plain_texts(value: Any) -> tuple[str, ...] | None:
     reads them); None when anything in it would be flagged."""
     if type(value) is not list:
         return None
+    texts = []
     for item in value:
         if type(item) is not str or len(item) > MAX_VALUE_CHARS:
             return None
-    return tuple(text for item in value if (text := item.strip()))
+        if text := item.strip():
+            texts.append(text)
+    return tuple(texts)
 
 
 # Reports repeat the same few MX hosts: read each once.
