@@ -14,7 +14,11 @@ from pathlib import Path
 LAYERS = [
     ("database (psycopg)", "psycopg"),
     ("validation (pydantic)", "pydantic"),
+    ("inbound reading (received_json)", "received_json"),
+    ("gzip (inflate)", "tlsrpt/inflate"),
     ("tally (app.tlsrpt)", "app/tlsrpt/"),
+    ("inbound route", "app/api/inbound.py"),
+    ("inbound service", "app/inbound/"),
     ("ingest route/service", "app/api/ingest.py"),
     ("ingest service", "app/ingest/"),
     ("uvicorn/httptools", "uvicorn"),

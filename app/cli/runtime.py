@@ -5,6 +5,7 @@ opened resources, and the scheduler built on them."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -148,3 +149,26 @@ async def start_scheduler(resources: Resources) -> Callable[[], Awaitable[None]]
         await stop_scheduler(scheduler, task, resources.settings.scheduler.stop_timeout_seconds)
 
     return stop
+
+
+# The cyclic collector's first generation runs after this many new container objects
+# (Python's default: 700). A batch of 1,000 results allocates tens of thousands of
+# short-lived objects and a received report of 50 policies about 2,000, nearly all freed by
+# reference counting; at 700 the collector ran dozens of times a batch and two times a
+# report, its older generations walking the whole heap every few: 40-60 % of the CPU of
+# parsing a batch. Cycles are still collected, in larger steps.
+GC_THRESHOLD = 50_000
+
+
+async def freeze_heap(resources: Resources) -> None:
+    """The last `tlsrpt serve` start hook: once everything is loaded, move what exists
+    (modules, the app, its routes and models) out of the cyclic collector's sight.
+
+    A full collection walks every tracked object, and a server's heap after start is
+    about 160,000 of them: under bench/inbound.py such collections took a fifth of the
+    server's CPU (1.4 s of gen-2 collections for 5,000 reports). Frozen objects are not
+    walked; what requests allocate is collected as before, less often."""
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, middle, oldest)

@@ -8,7 +8,6 @@ it when the server exits (SIGTERM and SIGINT stop uvicorn gracefully first).
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import sys
@@ -75,7 +74,7 @@ def _listen_address(value: str) -> str:
 def serve(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
     from app.cli.imap import start_imap
-    from app.cli.runtime import start_scheduler
+    from app.cli.runtime import freeze_heap, start_scheduler
     from app.delivery.senders import check_dkim_key
     from app.delivery.signing import DkimKeyError
     from app.main import create_app
@@ -105,35 +104,19 @@ def serve(args: argparse.Namespace) -> int:
             )
             return 2
         return _serve_workers(args, settings)
-    hooks: list[Hook] = [tune_gc] if args.no_scheduler else [tune_gc, start_scheduler]
+    hooks: list[Hook] = [] if args.no_scheduler else [start_scheduler]
     if settings.imap.enabled:
         hooks.append(start_imap)
     if args.lmtp:
         hooks.append(lmtp_hook(args.lmtp))
     hooks += serve_hooks(args, settings)
+    hooks.append(freeze_heap)  # last: after every other hook has loaded what it needs
     with database_url(settings) as url:
         app = create_app(settings, database_url=url, on_start=hooks)
         config = uvicorn.Config(app, host=args.host, port=args.port, **UVICORN_OPTIONS)
         log.info("serving", extra={"fields": {"host": args.host, "port": args.port}})
         GracefulServer(config).run()
     return 0
-
-
-# Young objects the collector lets pile up before it runs (Python's default: 700). A
-# batch of 1,000 results allocates tens of thousands of short-lived objects; at 700 the
-# collector ran dozens of times a batch, and its older generations (the whole heap of
-# FastAPI, pydantic and the app) every few batches: 40-60 % of the CPU of parsing.
-GC_YOUNG_THRESHOLD = 50_000
-
-
-async def tune_gc(resources: Resources) -> None:
-    """A `create_app` start hook of `serve`: once started, move the objects that live as
-    long as the process out of the collector's way (`gc.freeze`) and let it run less
-    often. Memory stays bounded: cycles are still collected, in larger steps."""
-    gc.collect()
-    gc.freeze()
-    _young, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def lmtp_hook(address: str) -> Hook:
@@ -193,14 +176,14 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
 def worker_app() -> FastAPI:
     """The app of one `serve --workers` process (uvicorn calls this factory)."""
     from app.cli.imap import start_imap
-    from app.cli.runtime import start_scheduler
+    from app.cli.runtime import freeze_heap, start_scheduler
     from app.main import create_app
 
     settings = settings_or_exit()
-    hooks: list[Hook] = [tune_gc]
+    hooks: list[Hook] = []
     if os.environ.get(WORKER_SCHEDULER_ENV) == "1":
         hooks.append(start_scheduler)
     if settings.imap.enabled:
         # Each worker watches; the mailbox lock lets one of them read at a time.
         hooks.append(start_imap)
-    return create_app(settings, on_start=hooks)
+    return create_app(settings, on_start=[*hooks, freeze_heap])

@@ -1,14 +1,16 @@
 """Group commit for received reports: concurrent reports share one statement and commit.
 
 A report's cost in PostgreSQL is mostly per transaction and statement, not per row, so
-writer tasks take whatever reports wait, write them in one multi-report statement, and
-answer each request after that commit. Copies of one (organization, report-id) in a
-group are written once (the others are duplicates); when a group fails its reports are
-written again one by one, so a report the database refuses fails alone.
+writer tasks take whatever reports wait, write them in one multi-report statement (its
+own transaction: one round trip), and answer each request after that commit. Copies of
+one (organization, report-id) in a group are written once (the others are duplicates);
+when a group fails its reports are written again one by one, so a report the database
+refuses fails alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 
@@ -65,8 +67,16 @@ class ReportCommitter(GroupCommitQueue[NewReport, tuple[int, bool]]):
 
     async def _write(self, copies: list[list[_Pending]]) -> None:
         reports = [dataclasses.replace(same[0].item, copies=len(same)) for same in copies]
-        async with self._pool.connection() as conn, conn.transaction():
-            stored = await store.insert_reports(conn, reports, now=self._clock())
+        async with self._pool.connection() as conn:
+            # The group is one statement, so it is its own transaction: sent alone it is
+            # one round trip, committed when it returns (BEGIN and COMMIT were two more).
+            await conn.set_autocommit(True)
+            try:
+                stored = await store.insert_reports(conn, reports, now=self._clock())
+            finally:
+                # As the pool's own check does: a broken connection must not hide the error.
+                with contextlib.suppress(Exception):
+                    await conn.set_autocommit(False)
         for same, (report_pk, inserted) in zip(copies, stored, strict=True):
             for index, pending in enumerate(same):
                 pending.settle((report_pk, inserted and index == 0))

@@ -202,10 +202,52 @@ class _Reader:
             )
         result = []
         for index, entry in enumerate(entries):
-            policy = self.policy(entry, f"policies[{index}]")
+            policy = self.plain_policy(entry, index) or self.policy(entry, f"policies[{index}]")
             if policy is not None:
                 result.append(policy)
         return result
+
+    def plain_policy(self, entry: Any, index: int) -> ReceivedPolicy | None:
+        """The common entry, read in one go: only RFC 8460 keys, every value of its
+        type and within its limits, nothing to flag. None for anything else, which
+        `policy` then reads field by field (and flags); both read a plain entry alike."""
+        if type(entry) is not dict or not _ENTRY_KEYS.issuperset(entry):
+            return None
+        body = entry.get("policy")
+        summary = entry.get("summary")
+        if (
+            type(body) is not dict or type(summary) is not dict
+            or not _POLICY_KEYS.issuperset(body) or not _SUMMARY_KEYS.issuperset(summary)
+        ):  # fmt: skip
+            return None
+        policy_type = _POLICY_TYPES.get(body.get("policy-type"))  # type: ignore[arg-type]
+        domain = body.get("policy-domain")
+        successes = summary.get("total-successful-session-count")
+        failed = summary.get("total-failure-session-count")
+        if (
+            policy_type is None or type(domain) is not str or len(domain) > 253
+            or type(successes) is not int or not 0 <= successes <= MAX_COUNT
+            or type(failed) is not int or not 0 <= failed <= MAX_COUNT
+        ):  # fmt: skip
+            return None
+        strings = _plain_texts(body.get("policy-string", []))
+        mx_hosts = _plain_texts(body.get("mx-host", []))
+        if strings is None or mx_hosts is None or (
+            # Microsoft's JSON-encoded TLSA records: `policy` reads those.
+            policy_type is PolicyType.TLSA and len(strings) == 1 and strings[0][:1] == "["
+        ):  # fmt: skip
+            return None
+        try:
+            domain = normalise_domain(domain.strip())
+        except ValueError:
+            return None
+        failures: tuple[ReceivedFailure, ...] = ()
+        if "failure-details" in entry:
+            failures = tuple(self.failures(entry, f"policies[{index}]"))
+        return ReceivedPolicy(
+            policy_type, domain, strings, tuple(_mx_pattern(h) for h in mx_hosts),
+            successes, failed, failures,
+        )  # fmt: skip
 
     def policy(self, entry: Any, path: str) -> ReceivedPolicy | None:
         """One policy entry, or None (flagged) when its type, domain or counts can not be
@@ -433,6 +475,20 @@ class _Reader:
             return None
         # A date-time without a zone is read as UTC, the zone every report uses.
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _plain_texts(value: Any) -> tuple[str, ...] | None:
+    """A list of strings within the limit, stripped, blanks left out (as `text_list`
+    reads them); None when anything in it would be flagged."""
+    if type(value) is not list:
+        return None
+    texts = []
+    for item in value:
+        if type(item) is not str or len(item) > MAX_VALUE_CHARS:
+            return None
+        if text := item.strip():
+            texts.append(text)
+    return tuple(texts)
 
 
 # Reports repeat the same few MX hosts: read each once.

@@ -11,7 +11,7 @@ import pytest
 
 from app.tlsrpt.model import PolicyType
 from app.tlsrpt.received import InvalidReportError, Limits, ReceivedReport, ReportTooLargeError
-from app.tlsrpt.received_json import MAX_DEPTH, MAX_WARNINGS, parse_report
+from app.tlsrpt.received_json import MAX_DEPTH, MAX_WARNINGS, _Reader, parse_report
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 
@@ -381,3 +381,92 @@ def test_item_caps() -> None:
     flood = b'{"x": [' + b"{}," * 100_000 + b"{}]}"
     with pytest.raises(ReportTooLargeError, match="JSON objects and arrays"):
         parse_report(flood, Limits(max_policies=10, max_failure_details=10))
+
+
+SAMPLE_ENTRIES = [
+    entry
+    for name in sorted((SAMPLES / "json").iterdir())
+    for entry in orjson.loads(name.read_bytes())["policies"]
+]
+PLAIN_ENTRIES: list[Any] = [
+    {
+        "policy": {
+            "policy-type": "sts",
+            "policy-domain": " Example.COM. ",
+            "policy-string": ["version: STSv1", " ", "mode: enforce "],
+            "mx-host": ["*.Mail.Example.com", ""],
+        },
+        "summary": {"total-successful-session-count": 0, "total-failure-session-count": 3},
+        "failure-details": [
+            {
+                "result-type": "validation-failure",
+                "failed-session-count": 3,
+                "sending-mta-ip": "2001:DB8::1",
+                "receiving-mx-hostname": "mx.example.com",
+            }
+        ],
+    },
+    {
+        "policy": {"policy-type": "no-policy-found", "policy-domain": "bücher.example"},
+        "summary": {"total-successful-session-count": 5, "total-failure-session-count": 0},
+    },
+]
+NOT_PLAIN_ENTRIES: list[Any] = [
+    "not an object",
+    {"policy": {"policy-type": "sts", "policy-domain": "a.example"}, "summary": {}},
+    {
+        "policy": {"policy-type": "sts", "policy-domain": "a.example", "x": 1},
+        "summary": {"total-successful-session-count": 1, "total-failure-session-count": 0},
+    },
+    {
+        "policy": {"policy-type": "sts", "policy-domain": "a.example", "mx-host": "mx.a"},
+        "summary": {"total-successful-session-count": 1, "total-failure-session-count": 0},
+    },
+    {
+        "policy": {
+            "policy-type": "tlsa",
+            "policy-domain": "a.example",
+            "policy-string": ['["3 1 1 AB"]'],
+        },
+        "summary": {"total-successful-session-count": 1, "total-failure-session-count": 0},
+    },
+    {
+        "policy": {"policy-type": "sts", "policy-domain": "-bad-.example"},
+        "summary": {"total-successful-session-count": 1, "total-failure-session-count": 0},
+    },
+    {
+        "policy": {"policy-type": "sts", "policy-domain": "a.example"},
+        "summary": {"total-successful-session-count": True, "total-failure-session-count": 0},
+    },
+]
+
+
+@pytest.mark.parametrize("entry", PLAIN_ENTRIES)
+def test_plain_policy_reads_an_entry_as_the_field_by_field_reader(entry: Any) -> None:
+    plain, full = _Reader(Limits()), _Reader(Limits())
+    read = plain.plain_policy(entry, 0)
+    assert read is not None
+    assert read == full.policy(entry, "policies[0]")
+    assert plain.warnings == full.warnings
+
+
+def test_sample_entries_read_alike_by_both_readers() -> None:
+    plain_ones = 0
+    for index, entry in enumerate(SAMPLE_ENTRIES):
+        plain, full = _Reader(Limits()), _Reader(Limits())
+        read = plain.plain_policy(entry, index)
+        if read is not None:
+            plain_ones += 1
+            assert read == full.policy(entry, f"policies[{index}]")
+            assert plain.warnings == full.warnings == []
+    # Only Microsoft's JSON-encoded TLSA string and the RFC's mx-host string are not.
+    assert plain_ones == len(SAMPLE_ENTRIES) - 2
+
+
+@pytest.mark.parametrize("entry", NOT_PLAIN_ENTRIES)
+def test_entries_with_anything_to_flag_are_left_to_the_field_by_field_reader(
+    entry: Any,
+) -> None:
+    reader = _Reader(Limits())
+    assert reader.plain_policy(entry, 0) is None
+    assert reader.warnings == []
