@@ -315,7 +315,6 @@ def refusals_row() -> str:
 
 
 def revocation_row(env: Env) -> str:
-    env.token("read", "revoked")
     token = env.tlsrpt("token", "create", "--scope", "read", "--name", "twice").split()[-1]
     with (
         serve_process(env, "--no-scheduler") as (_, one),

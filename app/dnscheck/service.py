@@ -39,7 +39,7 @@ from app.dnscheck.model import (
 from app.dnscheck.mtasts import HTTPS_PORT, check_mta_sts
 from app.dnscheck.probe import SMTP_PORT, ProbeSettings, ProbeTarget, probe_host
 from app.tlsrpt.dane import Tlsa
-from app.tlsrpt.names import normalise_domain, unicode_domain
+from app.tlsrpt.names import MAX_DOMAIN_CHARS, normalise_domain, unicode_domain
 from app.tlsrpt.record import (
     RecordError,
     ReportUri,
@@ -54,7 +54,6 @@ from app.tlsrpt.report import submitter_domain
 T = TypeVar("T")
 # A hostile zone may list hundreds of MX hosts: each costs lookups (and a probe).
 MAX_MX_HOSTS = 16
-MAX_NAME = 253  # RFC 1035 §2.3.4: 255 octets on the wire, 253 characters as text
 
 
 class CheckResolver(Protocol):
@@ -326,7 +325,7 @@ def _host_tlsrpt(
     result: MxHostCheck, answer: list[tuple[bytes, ...]] | TemporaryDnsError, rua: list[str]
 ) -> list[Finding]:
     name = tlsrpt_name(result.host).rstrip(".")
-    if len(name) > MAX_NAME:
+    if len(name) > MAX_DOMAIN_CHARS:
         return [_too_long(name)] if result.tlsa else []
     if isinstance(answer, TemporaryDnsError):
         return [could_not_check(name, answer)]
@@ -362,7 +361,7 @@ async def check_tlsrpt(resolver: CheckResolver, domain: str, rua: list[str]) -> 
     one that sends reports to `rua` (this service's own)."""
     name = tlsrpt_name(domain).rstrip(".")
     result = TlsrptCheck()
-    if len(name) > MAX_NAME:
+    if len(name) > MAX_DOMAIN_CHARS:
         result.findings.append(_too_long(name))
         return result
     try:
@@ -467,7 +466,7 @@ def _too_long(name: str) -> Finding:
         status=Status.FAIL,
         subject=name[:60] + "...",
         message=f"{name[:60]}... is {len(name)} characters, over the DNS limit of "
-        f"{MAX_NAME}: no TLSRPT record can be published there.",
+        f"{MAX_DOMAIN_CHARS}: no TLSRPT record can be published there.",
     )
 
 

@@ -15,6 +15,11 @@ _LDH_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
 _ASCII_FAST = re.compile(r"[a-z0-9._-]+\Z")
 
 
+# A domain name in text, without its trailing dot (RFC 1035 §2.3.4: 255 octets on the
+# wire).
+MAX_DOMAIN_CHARS = 253
+
+
 @functools.lru_cache(maxsize=65536)
 def normalise_domain(value: str) -> str:
     """Return the lower-case A-label form of a domain name, or raise ValueError."""
@@ -30,8 +35,8 @@ def normalise_domain(value: str) -> str:
             lowered = ".".join(_to_alabel(label) for label in lowered.split("."))
         except UnicodeError as exc:
             raise ValueError(f"not a valid domain name: {exc}") from None
-    if len(lowered) > 253:
-        raise ValueError("domain name longer than 253 characters")
+    if len(lowered) > MAX_DOMAIN_CHARS:
+        raise ValueError(f"domain name longer than {MAX_DOMAIN_CHARS} characters")
     for label in lowered.split("."):
         if not _LDH_LABEL.match(label):
             raise ValueError(f"invalid label {label!r} in domain name")

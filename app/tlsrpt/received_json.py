@@ -28,7 +28,12 @@ from typing import Any
 import orjson
 
 from app.tlsrpt.model import PolicyType
-from app.tlsrpt.names import normalise_domain, normalise_ip, normalise_mx_pattern
+from app.tlsrpt.names import (
+    MAX_DOMAIN_CHARS,
+    normalise_domain,
+    normalise_ip,
+    normalise_mx_pattern,
+)
 from app.tlsrpt.received import (
     KNOWN_RESULT_TYPES,
     InvalidReportError,
@@ -225,7 +230,7 @@ class _Reader:
         successes = summary.get("total-successful-session-count")
         failed = summary.get("total-failure-session-count")
         if (
-            policy_type is None or type(domain) is not str or len(domain) > 253
+            policy_type is None or type(domain) is not str or len(domain) > MAX_DOMAIN_CHARS
             or type(successes) is not int or not 0 <= successes <= MAX_COUNT
             or type(failed) is not int or not 0 <= failed <= MAX_COUNT
         ):  # fmt: skip
@@ -263,7 +268,7 @@ class _Reader:
         mx_hosts: list[str] = []
         if body is not None:
             policy_type = self.policy_type(body, where)
-            domain = self.optional_text(body, "policy-domain", where, 253)
+            domain = self.optional_text(body, "policy-domain", where, MAX_DOMAIN_CHARS)
             if domain is None:
                 self.warn(f"{where}.policy-domain", f"missing; {_LEFT_OUT}")
             else:

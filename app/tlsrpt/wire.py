@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from app.tlsrpt.model import FailureDetail, Policy, PolicyAggregate, PolicyType, ResultType
-from app.tlsrpt.names import normalise_domain, normalise_ip, normalise_mx_pattern
+from app.tlsrpt.names import MAX_DOMAIN_CHARS, normalise_domain, normalise_ip, normalise_mx_pattern
 
 # RFC 8460 §4.4 failure-details fields other than `result-type` and the count, with the
 # `FailureDetail` attribute of each, in the order the RFC lists them.
@@ -58,8 +58,8 @@ _NAME = (
     r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$"
 )
 DOMAIN_PATTERN = "^" + _NAME
-# 253 characters and a trailing dot.
-MAX_DOMAIN_NAME = 254
+# A domain name and a trailing dot.
+MAX_DOMAIN_NAME = MAX_DOMAIN_CHARS + 1
 DOMAIN_SCHEMA: dict[str, Any] = {"pattern": DOMAIN_PATTERN}
 # Optional fields take a blank string as absent.
 _BLANK: dict[str, Any] = {"type": "string", "pattern": r"^\s*$", "maxLength": MAX_DOMAIN_NAME}
